@@ -1,0 +1,69 @@
+"""Splits, subsets, augmentation and loaders on real and generated data."""
+import numpy as np
+import torch
+from PIL import Image
+
+from nnstudy import data
+
+
+def test_halves_split_is_disjoint_stratified_and_swaps():
+    y = torch.arange(100) % 4
+    a, b = data.split(y, "halves", 0.1, False, seed=7)
+    b2, a2 = data.split(y, "halves", 0.1, True, seed=7)
+    assert torch.equal(a, a2) and torch.equal(b, b2)
+    assert len(set(a.tolist()) & set(b.tolist())) == 0 and len(a) + len(b) == 100
+    assert torch.bincount(y[a]).tolist() == [12, 12, 12, 12]
+    c, _ = data.split(y, "halves", 0.1, False, seed=8)
+    assert not torch.equal(a, c)  # the seed draws the halves
+
+
+def test_holdout_split_takes_the_fraction_of_each_class():
+    y = torch.tensor([0] * 50 + [1] * 30)
+    train, val = data.split(y, "holdout", 0.2, False, seed=0)
+    assert torch.bincount(y[val]).tolist() == [10, 6]
+    assert sorted(train.tolist() + val.tolist()) == list(range(80))
+
+
+def test_stratified_subset_is_balanced_and_fixed():
+    y = torch.arange(1000) % 10
+    s1 = data.stratified_take(y, 95, torch.Generator().manual_seed(0))
+    s2 = data.stratified_take(y, 95, torch.Generator().manual_seed(0))
+    assert torch.equal(s1, s2) and len(s1) == 95
+    assert sorted(torch.bincount(y[s1]).tolist()) == [9] * 5 + [10] * 5
+
+
+def test_random_crop_shifts_within_padding():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
+    out = data.random_crop(x, 1, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for i in range(2):  # every crop is a window of the zero-padded image
+        padded = torch.nn.functional.pad(x[i, 0], (1, 1, 1, 1))
+        windows = [padded[r:r + 4, c:c + 4] for r in range(3) for c in range(3)]
+        assert any(torch.equal(out[i, 0], w) for w in windows)
+
+
+def test_imagefolder_pool_is_decoded_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNSTUDY_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "img" / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(
+                    tmp_path / "img" / split / cls / f"{i}.png")
+    pool = data.load_pool("imagefolder", tmp_path / "img", train=True)
+    assert pool.x.shape == (6, 3, 6, 6) and pool.x.dtype == torch.uint8
+    assert pool.y.tolist() == [0, 0, 0, 1, 1, 1] and pool.classes == 2
+    first = np.asarray(Image.open(tmp_path / "img" / "train" / "cat" / "0.png"))
+    assert np.array_equal(pool.x[0].permute(1, 2, 0).numpy(), first)
+    assert len(list((tmp_path / "cache").glob("imagefolder-train-*.pt"))) == 1
+
+
+def test_training_split_statistics_normalise(shared_data, monkeypatch):
+    spec = {"name": "mnist", "root": str(shared_data), "download": False, "train_size": 2000, "test_size": 500,
+            "split": "holdout", "val_fraction": 0.1, "swap": False, "crop": 0, "flip": False,
+            "xor_samples": 4, "xor_noise": 0.0}
+    d = data.build(spec, seed=0, device=torch.device("cpu"))
+    x = torch.cat([xb for xb, _ in d.batches("train", 512)])
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
+    assert len(d.train_idx) == 1800 and len(d.val_idx) == 200 and len(d.test_y) == 500

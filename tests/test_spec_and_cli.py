@@ -1,0 +1,54 @@
+"""Bad specs stop before any work with a message naming the key and the allowed values."""
+import pytest
+import yaml
+from conftest import mnist_spec
+
+from nnstudy import cli, spec as spec_mod
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"optim": {"lrr": 0.1}}, "spec.optim: unknown key 'lrr'; allowed keys: lr, momentum, name, nesterov, weight_decay"),
+    ({"optim": {"lr": "fast"}}, "spec.optim.lr: 'fast' has the wrong type; expected number"),
+    ({"data": {"name": "imagenet"}},
+     "spec.data.name: 'imagenet' is not allowed; allowed values: mnist, fashion_mnist, cifar10, cifar100, imagefolder, xor"),
+    ({"model": {"preset": "resnet"}}, "spec.model.preset: 'resnet' is not allowed; allowed values: baseline, small_cnn, wide_cnn, mlp4"),
+    ({"optim": {"name": "lion"}}, "spec.optim.name: 'lion' is not allowed; allowed values: sgd, adam, adamw, rmsprop"),
+    ({"model": {"activation": "swish"}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
+    ({"epochs": 3}, "spec: unknown key 'epochs'; allowed keys: data, loss, model, optim, schedule, seed, train, transfer"),
+    ({"train": {"epochs": 0}}, "spec.train.epochs: 0 is less than the minimum of 1"),
+    ({"model": {"conv": [{"channels": "a"}]}}, "spec.model.conv.0.channels"),
+])
+def test_bad_spec_names_key_and_allowed_values(tmp_path, capsys, bad, message):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(bad))
+    assert cli.main(["train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_names_root_and_option(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(mnist_spec(tmp_path / "nowhere")))
+    assert cli.main(["train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert str((tmp_path / "nowhere").resolve()) in err and "data.download" in err and "data.root" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_transfer_prefix_that_matches_nothing(tmp_path, shared_data, capsys):
+    from nnstudy import train
+    src = train.run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "src")
+    assert src["status"] == "completed"
+    bad = mnist_spec(shared_data, transfer={"source": str(tmp_path / "src" / "model.pt"), "freeze": ["featurs"]})
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(bad))
+    assert cli.main(["train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert "spec.transfer.freeze: 'featurs' matches no parameter" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_preset_expands_and_keys_beside_it_override():
+    r = spec_mod.resolve({"model": {"preset": "baseline", "dropout": 0.5}})
+    assert [b["channels"] for b in r["model"]["conv"]] == [[32], [64], [128]]
+    assert r["model"]["hidden"] == [256] and r["model"]["dropout"] == 0.5 and "preset" not in r["model"]
+    assert spec_mod.run_id(r) == spec_mod.run_id(spec_mod.resolve({"model": {"preset": "baseline", "dropout": 0.5}}))
+    explicit = spec_mod.resolve({"model": {"conv": [{"channels": c} for c in (32, 64, 128)], "hidden": [256],
+                                           "dropout": 0.5}})
+    assert spec_mod.run_id(explicit) == spec_mod.run_id(r)  # identity is what is trained, not how it was named

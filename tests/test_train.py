@@ -1,0 +1,198 @@
+"""The core run engine on real MNIST: schemas, determinism, resume, transfer, divergence."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT, mnist_spec
+
+from nnstudy import schemas, spec as spec_mod, train
+from nnstudy.train import lr_at, manual_cross_entropy
+
+
+def _without_clock(df):
+    return df.drop(columns=list(schemas.WALL_CLOCK))
+
+
+def test_two_epochs_write_declared_schemas_and_repeat_exactly(shared_data, tmp_path):
+    spec = mnist_spec(shared_data)
+    m1 = train.run(spec, tmp_path / "a", threads=2)
+    m2 = train.run(spec, tmp_path / "b", threads=2)
+    assert m1["id"] == m2["id"] and m1["status"] == "completed"
+    metrics = [schemas.read(tmp_path / d / "metrics.parquet", schemas.METRICS) for d in "ab"]
+    grads = [schemas.read(tmp_path / d / "gradients.parquet", schemas.GRADIENTS) for d in "ab"]
+    assert len(metrics[0]) == 2 * 3  # epochs x (train, val, test)
+    assert set(metrics[0]["split"]) == {"train", "val", "test"}
+    assert len(grads[0]) == 2 * 6  # epochs x (3 Linear layers x weight/bias)
+    pd.testing.assert_frame_equal(_without_clock(metrics[0]), _without_clock(metrics[1]))
+    pd.testing.assert_frame_equal(grads[0], grads[1])
+    # It learned something, and eval-mode train metrics differ from the running average.
+    final = metrics[0].query("epoch == 2").set_index("split")
+    assert final.loc["test", "accuracy"] > 0.8
+    assert final.loc["train", "accuracy"] != final.loc["train", "running_accuracy"]
+    assert metrics[0].query("split != 'train'")["running_loss"].isna().all()
+    manifest = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert manifest["spec"]["data"]["val_fraction"] == 0.1  # defaults recorded
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert set(manifest["git"]) == {"commit", "dirty"}
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    # A finished run is not recomputed.
+    before = (tmp_path / "a" / "metrics.parquet").stat().st_mtime_ns
+    assert train.run(spec, tmp_path / "a")["id"] == m1["id"]
+    assert (tmp_path / "a" / "metrics.parquet").stat().st_mtime_ns == before
+
+
+def test_seed_changes_the_run(shared_data, tmp_path):
+    a = train.run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "a")
+    b = train.run(mnist_spec(shared_data, train={"epochs": 1}, seed=4), tmp_path / "b")
+    assert a["id"] != b["id"]
+    la = pd.read_parquet(tmp_path / "a" / "metrics.parquet")["loss"].to_numpy()
+    lb = pd.read_parquet(tmp_path / "b" / "metrics.parquet")["loss"].to_numpy()
+    assert not np.array_equal(la, lb)
+
+
+def test_gradient_mean_std_match_float64_reference():
+    torch.manual_seed(0)
+    from nnstudy import models
+    from nnstudy.telemetry import GradientStats
+
+    spec = spec_mod.resolve({"model": {"conv": [{"channels": 4}], "hidden": [16], "batchnorm": True}})["model"]
+    model = models.build(spec, (1, 8, 8), 3)
+    stats = GradientStats(model, models.forward_order(model, (1, 8, 8)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stored = {n: [] for n, _ in model.named_parameters()}
+    for _ in range(7):
+        x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        stats.after_backward()
+        for n, p in model.named_parameters():
+            stored[n].append(p.grad.detach().double().numpy().copy())
+        opt.step()
+    rows = {r["layer"]: r for r in stats.end_epoch("r", 1)}
+    assert list(rows) == [n for n, _ in model.named_parameters()]
+    for name, steps in stored.items():
+        g = np.stack(steps)
+        r = rows[name]
+        scale = np.abs(g).max()
+        assert r["steps"] == 7 and r["numel"] == g[0].size
+        assert abs(r["grad_mean"] - g.mean()) <= 1e-6 * scale
+        assert abs(r["grad_std"] - g.std()) <= 1e-6 * scale
+        assert r["grad_abs_mean"] == pytest.approx(np.abs(g).mean(), rel=1e-9)
+        assert r["grad_norm"] == pytest.approx(np.mean([np.linalg.norm(s) for s in steps]), rel=1e-9)
+    # Layer index follows forward order: conv1, bn1, fc1, bn_fc1, fc2.
+    assert [rows[n]["layer_index"] for n in
+            ("features.conv1.weight", "features.bn1.weight", "classifier.fc1.weight",
+             "classifier.bn_fc1.bias", "classifier.fc2.weight")] == [0, 1, 2, 3, 4]
+    assert rows["features.bn1.weight"]["module"] == "BatchNorm2d"
+
+
+def _checkpoint_epoch(path):
+    try:
+        return torch.load(path, weights_only=True)["state"]["epoch"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return 0
+
+
+def test_sigkilled_run_resumes_bit_identical(shared_data, tmp_path):
+    spec = mnist_spec(shared_data, data={"train_size": 12000}, model={"hidden": [256, 128]},
+                      train={"epochs": 4, "batch_size": 32})
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "nnstudy", "train", "--spec", tmp_path / "spec.json",
+                             "--out", out, "--threads", "2"], cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while _checkpoint_epoch(out / "checkpoint.pt") < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before epoch 2 was checkpointed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _checkpoint_epoch(out / "checkpoint.pt")
+    assert 2 <= killed_at < 4
+    assert not (out / "run.json").exists() and not (out / "metrics.parquet").exists()
+
+    resumed = train.run(spec, out, threads=2)
+    assert resumed["resumed_from"] == [killed_at]
+    train.run(spec, tmp_path / "straight", threads=2)
+    for name, schema in (("metrics.parquet", schemas.METRICS), ("gradients.parquet", schemas.GRADIENTS)):
+        a = schemas.read(out / name, schema)
+        b = schemas.read(tmp_path / "straight" / name, schema)
+        pd.testing.assert_frame_equal(a.drop(columns=[c for c in schemas.WALL_CLOCK if c in a]),
+                                      b.drop(columns=[c for c in schemas.WALL_CLOCK if c in b]))
+    sa = torch.load(out / "model.pt", weights_only=True)
+    sb = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_transfer_freezes_conv_layers_and_retrains_the_head(shared_data, tmp_path):
+    cnn = {"conv": [{"channels": 4}, {"channels": 8}], "hidden": [16], "batchnorm": True, "dropout": 0.0}
+    src = train.run(mnist_spec(shared_data, model=cnn, train={"epochs": 1}), tmp_path / "src")
+    spec = mnist_spec(shared_data, model=cnn, train={"epochs": 2},
+                      data={"split": "halves", "swap": True},
+                      transfer={"source": str(tmp_path / "src" / "model.pt"), "freeze": ["features"],
+                                "reinit": ["classifier"]})
+    run = train.run(spec, tmp_path / "dst")
+    assert run["status"] == "completed" and run["id"] != src["id"]
+    before = torch.load(tmp_path / "src" / "model.pt", weights_only=True)
+    after = torch.load(tmp_path / "dst" / "model.pt", weights_only=True)
+    features = [k for k in before if k.startswith("features.")]
+    head = [k for k in before if k.startswith("classifier.") and "running" not in k and "num_batches" not in k]
+    assert features and all(torch.equal(before[k], after[k]) for k in features)  # buffers included
+    assert all(not torch.equal(before[k], after[k]) for k in head)
+    grads = pd.read_parquet(tmp_path / "dst" / "gradients.parquet")
+    assert not grads["layer"].str.startswith("features.").any()  # frozen: not recorded
+    assert grads["layer"].str.startswith("classifier.").any()
+
+
+def test_manual_cross_entropy_matches_builtin():
+    gen = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        logits = (torch.randn(257, 10, generator=gen) * 5).to(dtype)
+        y = torch.randint(0, 10, (257,), generator=gen)
+        assert abs(manual_cross_entropy(logits, y).item() - F.cross_entropy(logits, y).item()) < 1e-6
+
+
+def test_warmup_lr_follows_its_formula_per_epoch(tmp_path):
+    spec = {"data": {"name": "xor"}, "model": {"hidden": [8], "activation": "tanh"},
+            "optim": {"name": "sgd", "lr": 0.1},
+            "schedule": {"name": "warmup", "warmup_epochs": 3, "start_lr": 0.01}, "train": {"epochs": 5}}
+    train.run(spec, tmp_path / "r")
+    lrs = pd.read_parquet(tmp_path / "r" / "metrics.parquet").query("split == 'train'")["lr"].tolist()
+    expected = [0.01 + (0.1 - 0.01) * min(e - 1, 3) / 3 for e in range(1, 6)]
+    assert lrs == pytest.approx(expected, abs=1e-15)
+    assert lrs == pytest.approx([0.01, 0.04, 0.07, 0.1, 0.1])
+
+
+def test_decay_schedules():
+    s = spec_mod.resolve({})["schedule"]
+    assert [lr_at({**s, "name": "step", "step_size": 2, "gamma": 0.5}, 1.0, e, 6) for e in range(1, 7)] == \
+        [1, 1, 0.5, 0.5, 0.25, 0.25]
+    assert lr_at({**s, "name": "exponential", "gamma": 0.9}, 1.0, 3, 6) == pytest.approx(0.81)
+    cos = [lr_at({**s, "name": "cosine"}, 1.0, e, 5) for e in range(1, 6)]
+    assert cos[0] == 1.0 and cos[2] == pytest.approx(0.5 * (1 + np.cos(np.pi * 2 / 5)))
+
+
+def test_xor_is_learned_by_a_tiny_mlp(tmp_path):
+    spec = {"seed": 0, "data": {"name": "xor", "val_fraction": 0.0}, "model": {"hidden": [8], "activation": "tanh"},
+            "optim": {"name": "adam", "lr": 0.05}, "train": {"epochs": 300, "batch_size": 4, "eval_every": 50}}
+    train.run(spec, tmp_path / "r")
+    m = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
+    assert set(m["split"]) == {"train", "test"}  # no validation split asked for
+    assert m.query("split == 'test' and epoch == 300")["accuracy"].item() == 1.0
+    assert m.query("epoch == 10")["loss"].isna().all()  # not an evaluation epoch
+
+
+def test_diverging_run_is_marked_not_raised(shared_data, tmp_path):
+    spec = mnist_spec(shared_data, optim={"lr": 1e3}, train={"epochs": 3})
+    manifest = train.run(spec, tmp_path / "r")
+    assert manifest["status"] == "diverged"
+    m = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
+    last = m[m["epoch"] == m["epoch"].max()]
+    assert last["diverged"].all() and not np.isfinite(last.query("split == 'train'")["running_loss"]).any()
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "diverged"
