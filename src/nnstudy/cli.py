@@ -10,9 +10,22 @@ from .spec import SpecError
 
 
 def _train(args) -> None:
-    from . import spec, train
+    import json
 
-    manifest = train.run(spec.load(args.spec), args.out, threads=args.threads, device=args.device)
+    from . import gpu, spec, study
+
+    if args.spec_json is not None:
+        raw = json.loads(args.spec_json)
+    else:
+        raw = spec.read(args.spec)
+    if args.selections:
+        raw = study.materialise(raw, study.load_selections(args.selections))
+    resolved = spec.resolve(raw)  # a bad spec stops here, before any work
+    slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
+
+    from . import train
+
+    manifest = train.run(resolved, args.out, threads=args.threads, device=args.device)
     print(f"run {manifest['id']} {manifest['status']}: results in {Path(args.out).resolve()}")
 
 
@@ -21,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one run from a spec file")
-    p.add_argument("--spec", required=True, type=Path, help="YAML run spec")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spec", type=Path, help="YAML run spec")
+    src.add_argument("--spec-json", help="the run spec as JSON text (used by the workflow)")
+    p.add_argument("--selections", nargs="*", type=Path, default=[],
+                   help="selection files filling {select: NAME} values in the spec")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -87,3 +88,72 @@ def write_text(text: str, path: Path) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Columns that label a run in a study's collected data, ahead of its grid keys (dotted names).
+LABELS = pa.schema([("run", s), ("experiment", s), ("variant", s), ("seed", i64)])
+
+
+def labelled(schema: pa.Schema, table: pd.DataFrame) -> pa.Schema:
+    """`schema` with the label columns and the study's grid-key columns in front."""
+    grid = [c for c in table.columns if c not in LABELS.names]
+    inferred = pa.Table.from_pandas(table[grid], preserve_index=False).schema if grid else pa.schema([])
+    fields = list(LABELS) + [inferred.field(c) for c in grid]
+    return pa.schema(fields + [f for f in schema if f.name not in LABELS.names])
+
+
+def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str) -> None:
+    """Write a Parquet dataset partitioned by one column into `out`: built in a temporary
+    sibling folder, then renamed into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+        pq.write_to_dataset(table, tmp, partition_cols=[partition])
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+# -- Study summaries (results/<study>/summary/*.parquet) -----------------------------------
+# The statistics of one group of per-seed values (nnstudy.stats.SUMMARY_COLUMNS).
+SUMMARY = [("n_seeds", i64), ("n_nan", i64), ("n_diverged", i64), ("mean", f64), ("std", f64), ("sem", f64),
+           ("ci_low", f64), ("ci_high", f64), ("median", f64), ("iqm", f64), ("min", f64), ("max", f64),
+           ("ci_level", f64), ("ci_method", s)]
+
+# Learning curves: metric in loss, accuracy, running_loss, running_accuracy (split train), and
+# gap_loss, gap_accuracy (split "train-val", computed per run then aggregated).
+CURVES = pa.schema([("experiment", s), ("variant", s), ("split", s), ("metric", s), ("epoch", i32)] + SUMMARY)
+
+# Final metrics of each run (epoch chosen by epoch_rule), aggregated over seeds.
+FINAL = pa.schema([("experiment", s), ("variant", s), ("split", s), ("metric", s), ("epoch_rule", s)] + SUMMARY)
+
+# The generalisation gap of every run and epoch (accuracy: train - val; loss: val - train).
+GAP = pa.schema([("run", s), ("experiment", s), ("variant", s), ("seed", i64), ("epoch", i32),
+                 ("metric", s), ("gap", f64), ("diverged", b)])
+
+# Gradient flow: each run's statistics pooled exactly over the first / last `window` epochs,
+# then aggregated over seeds. statistic in grad_mean, grad_std, grad_abs_mean, grad_norm.
+GRADIENT_FLOW = pa.schema([("experiment", s), ("variant", s), ("window", s), ("epochs", s), ("layer", s),
+                           ("layer_index", i32), ("module", s), ("kind", s), ("statistic", s)] + SUMMARY)
+
+# Between-variant comparisons, Holm-adjusted within each (family, metric).
+COMPARISONS = pa.schema([
+    ("family", s), ("variant_a", s), ("variant_b", s), ("metric", s), ("split", s), ("epoch_rule", s),
+    ("paired", b), ("n_a", i64), ("n_b", i64), ("n_pairs", i64), ("n_nan_a", i64), ("n_nan_b", i64),
+    ("mean_a", f64), ("mean_b", f64), ("diff", f64), ("diff_ci_low", f64), ("diff_ci_high", f64),
+    ("ci_level", f64), ("test", s), ("statistic", f64), ("df", f64), ("p_raw", f64), ("p_perm", f64),
+    ("p_adj", f64), ("adj_method", s), ("m", i64), ("reject", b), ("hedges_g", f64), ("g_correction", s),
+    ("prob_improvement", f64), ("higher_is_better", b), ("selected_on", s), ("degenerate", b),
+])
+
+# The choices made inside the workflow, with their evidence (one row per candidate value).
+SELECTIONS = pa.schema([("selection", s), ("experiment", s), ("key", s), ("value", s), ("chosen", b),
+                        ("eligible", b), ("mean", f64), ("std", f64), ("n", i64), ("n_nan", i64),
+                        ("chosen_on", s)])
+
+SUMMARY_TABLES = {"curves": CURVES, "final": FINAL, "gap": GAP, "gradient_flow": GRADIENT_FLOW,
+                  "comparisons": COMPARISONS, "selections": SELECTIONS}

@@ -146,10 +146,16 @@ def check_dotted(dotted: str, where: str) -> None:
         walked.append(part)
 
 
-def load(path: Path) -> dict:
-    """Read a YAML spec file and resolve it."""
+def read(path: Path) -> dict:
+    """Read a YAML (or JSON) spec file, unresolved."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}") from None
-    return resolve(raw or {})
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+
+
+def load(path: Path) -> dict:
+    """Read a spec file and resolve it."""
+    return resolve(read(path))

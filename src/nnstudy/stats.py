@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-SUMMARY_COLUMNS = ["n_seeds", "n_nan", "n_diverged", "mean", "std", "sem", "ci_low", "ci_high",
-                   "median", "iqm", "min", "max", "ci_level", "ci_method"]
+from .schemas import SUMMARY
+
+SUMMARY_COLUMNS = [name for name, _ in SUMMARY]
 
 COMPARISON_COLUMNS = ["paired", "n_a", "n_b", "n_pairs", "n_nan_a", "n_nan_b", "mean_a", "mean_b", "diff",
                       "diff_ci_low", "diff_ci_high", "test", "statistic", "df", "p_raw", "p_perm",

@@ -1,0 +1,13 @@
+# nnstudy: a study file (config.yaml, or another given with --configfile) -> seeded training
+# runs -> summaries with honest statistics -> figures -> one HTML report. See README.md.
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/summarise.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{R}/report.html",

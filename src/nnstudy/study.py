@@ -1,0 +1,349 @@
+"""A study file -> the table of runs, the selections made on validation data, the labelled data.
+
+Every row of the run table is one (experiment, variant, seed). Its spec is either concrete
+(trained under its id) or a template holding `{select: NAME}` placeholders: values chosen by a
+selection (e.g. the best LR) that the workflow makes after the runs it reads have finished. A
+template is trained under "t" + the hash of the template and resolved when its job starts, so the
+whole plan (every training job) is known before anything runs. A template that can only resolve
+to runs of the selection's own experiment (e.g. "the best dropout rate" in a second experiment
+with an otherwise identical spec) is not trained again: it borrows that run.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import schemas, spec as spec_mod, stats
+from .spec import SpecError
+
+RESULTS = "results"
+
+
+def is_placeholder(v) -> bool:
+    return isinstance(v, dict) and "select" in v
+
+
+def fmt(v) -> str:
+    """A value as it appears in variant labels and selection files."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if is_placeholder(v):
+        return "{" + v["select"] + "}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def materialise(obj, selections: dict):
+    """Replace placeholders by the selected values ({select, from} picks a path by value)."""
+    if is_placeholder(obj):
+        value = selections[obj["select"]]
+        return obj["from"][fmt(value)] if "from" in obj else value
+    if isinstance(obj, dict):
+        return {k: materialise(v, selections) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [materialise(v, selections) for v in obj]
+    return obj
+
+
+def needs(obj) -> set[str]:
+    """Names of the selections a spec (or value) depends on."""
+    if is_placeholder(obj):
+        return {obj["select"]}
+    if isinstance(obj, dict):
+        return set().union(*(needs(v) for v in obj.values())) if obj else set()
+    if isinstance(obj, list):
+        return set().union(*(needs(v) for v in obj)) if obj else set()
+    return set()
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Row:
+    experiment: str
+    variant: str          # label; "{name}" parts are filled in once the selection is made
+    seed: int
+    values: dict          # the experiment's grid keys -> values (placeholders allowed)
+    spec: dict            # resolved spec, or a template with placeholders
+    key: str              # train directory; for a borrowed row, "" (see `borrow`)
+    borrow: dict = field(default_factory=dict)  # fmt(selected value) -> key, for borrowed rows
+
+    @property
+    def needs(self) -> set[str]:
+        return needs(self.spec)
+
+
+class Study:
+    """A validated study: its run table and what each training job needs."""
+
+    def __init__(self, config: dict):
+        self.config = copy.deepcopy(config)
+        spec_mod.check(self.config, spec_mod.schema(), where="study")
+        c = self.config
+        self.name = c["study"]
+        self.root = f"{RESULTS}/{self.name}"
+        self.seeds = list(range(c["seeds"])) if isinstance(c["seeds"], int) else list(c["seeds"])
+        defaults = copy.deepcopy(c["defaults"])
+        defaults.pop("seed", None)
+        try:
+            spec_mod.resolve(defaults)
+        except SpecError as e:
+            raise SpecError(str(e).replace("spec", "study.defaults", 1)) from None
+        self.defaults = defaults
+        self._check_references()
+        self.rows: list[Row] = []
+        concrete: dict[tuple, Row] = {}
+        # Transfer experiments last: their rows point at their source experiment's rows.
+        for exp in sorted(c["experiments"], key=lambda e: "transfer_from" in c["experiments"][e]):
+            for values in self.grid(exp):
+                for seed in self.seeds:
+                    self.rows.append(self._row(exp, values, seed, concrete))
+        self.trained = {}
+        for row in self.rows:
+            if row.key:
+                self.trained.setdefault(row.key, row)
+
+    # -- parsing --------------------------------------------------------------------------
+    def _check_references(self) -> None:
+        c = self.config
+        exps = c["experiments"]
+        for name, exp in exps.items():
+            for part in ("set", "grid"):
+                for key in exp[part]:
+                    spec_mod.check_dotted(key, f"study.experiments.{name}.{part}")
+            if exp["mode"] == "zip" and len({len(v) for v in exp["grid"].values()}) > 1:
+                raise SpecError(f"study.experiments.{name}.grid: mode zip needs lists of equal length")
+            if "transfer_from" in exp and exp["transfer_from"] not in exps:
+                raise SpecError(f"study.experiments.{name}.transfer_from: unknown experiment "
+                                f"{exp['transfer_from']!r}; experiments: {', '.join(exps)}")
+            for sel in needs({**exp["set"], **{k: v for k, vs in exp["grid"].items() for v in vs}}):
+                if sel not in c["selections"]:
+                    raise SpecError(f"study.experiments.{name}: unknown selection {sel!r}; "
+                                    f"selections: {', '.join(c['selections']) or '(none declared)'}")
+        for name, sel in c["selections"].items():
+            where = f"study.selections.{name}"
+            if sel["experiment"] not in exps:
+                raise SpecError(f"{where}.experiment: unknown experiment {sel['experiment']!r}; "
+                                f"experiments: {', '.join(exps)}")
+            grid = exps[sel["experiment"]]["grid"]
+            if sel["key"] not in grid:
+                raise SpecError(f"{where}.key: {sel['key']!r} is not a grid key of {sel['experiment']}; "
+                                f"grid keys: {', '.join(grid) or '(none)'}")
+            if needs(exps[sel["experiment"]]):
+                raise SpecError(f"{where}: experiment {sel['experiment']} depends on a selection itself")
+            if not self.eligible(name):
+                raise SpecError(f"{where}.exclude: no value of {sel['key']} is left to choose from")
+
+    def grid(self, exp: str) -> list[dict]:
+        g = self.config["experiments"][exp]["grid"]
+        keys = list(g)
+        if not keys:
+            return [{}]
+        combos = zip(*g.values()) if self.config["experiments"][exp]["mode"] == "zip" else itertools.product(*g.values())
+        return [dict(zip(keys, combo)) for combo in combos]
+
+    def eligible(self, selection: str) -> list:
+        sel = self.config["selections"][selection]
+        values = self.config["experiments"][sel["experiment"]]["grid"][sel["key"]]
+        return [v for v in values if v not in sel["exclude"]]
+
+    def label(self, exp: str, values: dict) -> str:
+        if not values:
+            return "default"
+        leaves = [k.rsplit(".", 1)[-1] for k in values]
+        names = [leaf if leaves.count(leaf) == 1 and leaf != "name" else k for k, leaf in zip(values, leaves)]
+        return ",".join(f"{n}={fmt(v)}" for n, v in zip(names, values.values()))
+
+    def _template(self, exp: str, values: dict, seed: int) -> dict:
+        spec = copy.deepcopy(self.defaults)
+        for key, value in {**self.config["experiments"][exp]["set"], **values}.items():
+            spec_mod.set_(spec, key, copy.deepcopy(value))
+        spec["seed"] = seed
+        return spec
+
+    def _row(self, exp: str, values: dict, seed: int, concrete: dict) -> Row:
+        where = f"study.experiments.{exp}"
+        spec = self._template(exp, values, seed)
+        source_exp = self.config["experiments"][exp].get("transfer_from")
+        if source_exp:
+            spec.setdefault("transfer", {})["source"] = self._source(exp, source_exp, spec, seed)
+        label = self.label(exp, values)
+        wanted = needs(spec)
+        if not wanted:
+            try:
+                resolved = spec_mod.resolve(spec)
+            except SpecError as e:
+                raise SpecError(f"{where} (variant {label}): {e}") from None
+            row = Row(exp, label, seed, values, resolved, spec_mod.run_id(resolved))
+            concrete[row.key] = row
+            return row
+        # A template: check that each choice gives a valid spec, and whether each is a run of
+        # the selection's own experiment already (then it is borrowed, not trained again).
+        choices = {}
+        for combo in itertools.product(*(self.eligible(s) for s in sorted(wanted))):
+            chosen = dict(zip(sorted(wanted), combo))
+            try:
+                choices[tuple(map(fmt, combo))] = spec_mod.run_id(spec_mod.resolve(materialise(spec, chosen)))
+            except SpecError as e:
+                raise SpecError(f"{where} (variant {label}, with {chosen}): {e}") from None
+        if len(wanted) == 1 and all(k in concrete for k in choices.values()):
+            return Row(exp, label, seed, values, spec, "", {k[0]: v for k, v in choices.items()})
+        return Row(exp, label, seed, values, spec, "t" + _hash(spec))
+
+    def _source(self, exp: str, source_exp: str, spec: dict, seed: int):
+        """The weights a transfer run starts from: the source experiment's run with this seed and
+        this run's values of the source's grid keys (a placeholder picks among candidates)."""
+        src_keys = list(self.config["experiments"][source_exp]["grid"])
+        unset = [k for k in src_keys if not _has(spec, k)]
+        if unset:
+            raise SpecError(f"study.experiments.{exp}: set {', '.join(unset)} (a grid key of {source_exp}) "
+                            "so that each run knows which run of it to transfer from")
+        matches = {}
+        for row in self.rows:
+            if row.experiment != source_exp or row.seed != seed:
+                continue
+            if row.needs:
+                raise SpecError(f"study.experiments.{exp}.transfer_from: {source_exp} depends on a selection")
+            mine = {k: spec_mod.get(spec, k) for k in src_keys}
+            fixed = {k: v for k, v in mine.items() if not is_placeholder(v)}
+            if all(row.values[k] == v for k, v in fixed.items()):
+                matches[tuple(fmt(row.values[k]) for k in src_keys if k not in fixed)] = row
+        chosen = [k for k in src_keys if is_placeholder(spec_mod.get(spec, k))]
+        if not matches:
+            wanted = ", ".join(f"{k}={fmt(spec_mod.get(spec, k))}" for k in src_keys)
+            raise SpecError(f"study.experiments.{exp}: no run of {source_exp} with seed {seed} and {wanted} "
+                            "to transfer from")
+        path = lambda row: f"{self.root}/train/{row.key}/model.pt"  # noqa: E731
+        if not chosen:
+            if len(matches) > 1:
+                raise SpecError(f"study.experiments.{exp}: several runs of {source_exp} match; set its grid keys "
+                                f"({', '.join(src_keys)}) in this experiment")
+            return path(next(iter(matches.values())))
+        if len(chosen) > 1:
+            raise SpecError(f"study.experiments.{exp}: transfer from more than one selected key is not supported")
+        name = spec_mod.get(spec, chosen[0])["select"]
+        eligible = {fmt(v) for v in self.eligible(name)}
+        return {"select": name, "from": {k[0]: path(row) for k, row in matches.items() if k[0] in eligible}}
+
+    # -- what the workflow asks ----------------------------------------------------------
+    def rows_of(self, experiment: str) -> list[Row]:
+        return [r for r in self.rows if r.experiment == experiment]
+
+    def run_dir(self, key: str) -> str:
+        return f"{self.root}/train/{key}"
+
+    def job_inputs(self, key: str) -> dict:
+        """Files a training job reads: selection files and transfer source weights."""
+        spec = self.trained[key].spec
+        source = spec.get("transfer", {}).get("source")
+        sources = list(source["from"].values()) if is_placeholder(source) else [source] if source else []
+        return {"selections": [self.selection_path(n) for n in sorted(needs(spec))], "sources": sources}
+
+    def selection_path(self, name: str) -> str:
+        return f"{self.root}/selections/{name}.json"
+
+    def selection_inputs(self, name: str) -> list[str]:
+        sel = self.config["selections"][name]
+        return [f"{self.run_dir(r.key)}/run.json" for r in self.rows_of(sel["experiment"])]
+
+    def experiments_with_transfer(self) -> list[str]:
+        return [e for e, x in self.config["experiments"].items() if "transfer_from" in x]
+
+
+def _has(spec: dict, dotted: str) -> bool:
+    try:
+        spec_mod.get(spec, dotted)
+        return True
+    except (KeyError, TypeError):
+        return False
+
+
+def load_selections(paths) -> dict:
+    """{name: value} from selection files."""
+    out = {}
+    for p in paths:
+        blob = json.loads(Path(p).read_text())
+        out[blob["name"]] = blob["value"]
+    return out
+
+
+def select(study: Study, name: str, out: Path) -> dict:
+    """Choose the value of a grid key by the mean final validation metric over seeds; write the
+    choice with its evidence (every candidate's mean, std, n) as JSON."""
+    sel = study.config["selections"][name]
+    metric, rule = study.config["selection_metric"], study.config["final"]
+    frames = []
+    for row in study.rows_of(sel["experiment"]):
+        m = schemas.read(Path(study.run_dir(row.key)) / "metrics.parquet", schemas.METRICS)
+        frames.append(m.assign(value=fmt(row.values[sel["key"]]), seed=row.seed))
+    df = pd.concat(frames, ignore_index=True)
+    fin = stats.final(df, rule, metric).query("split == 'val'")
+    if fin.empty:
+        raise SpecError(f"study.selections.{name}: experiment {sel['experiment']} has no validation split to select on")
+    summary = stats.summarise(fin, ["value"], metric, study.config["ci_level"]).set_index("value")
+    eligible = [fmt(v) for v in study.eligible(name)]
+    candidates = []
+    best, best_score = None, -math.inf
+    for raw in study.config["experiments"][sel["experiment"]]["grid"][sel["key"]]:
+        v = fmt(raw)
+        row = summary.loc[v]
+        score = row["mean"] if metric == "accuracy" else -row["mean"]
+        ok = v in eligible and math.isfinite(score)
+        if ok and score > best_score:
+            best, best_score = raw, score
+        candidates.append({"value": raw, "eligible": v in eligible, "mean": _num(row["mean"]),
+                           "std": _num(row["std"]), "n": int(row["n_seeds"]), "n_nan": int(row["n_nan"])})
+    if best is None:
+        raise RuntimeError(f"selection {name}: every eligible candidate has a non-finite {metric}")
+    blob = {"name": name, "experiment": sel["experiment"], "key": sel["key"], "value": best,
+            "chosen_on": f"val {metric}, mean over seeds of each run's final epoch ({rule})",
+            "goal": "max" if metric == "accuracy" else "min", "candidates": candidates}
+    schemas.write_text(json.dumps(blob, indent=2) + "\n", out)
+    return blob
+
+
+def _num(x):
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def labelled(study: Study, selections: dict) -> pd.DataFrame:
+    """The run table with selections applied: experiment, variant, seed, key (train dir), run
+    (id), and one column per grid key (dotted name) with that row's value."""
+    grid_keys = list(dict.fromkeys(k for e in study.config["experiments"] for k in study.config["experiments"][e]["grid"]))
+    rows = []
+    for r in study.rows:
+        picked = {n: selections[n] for n in r.needs}
+        values = materialise(r.values, picked)
+        key = r.borrow[fmt(picked[next(iter(r.needs))])] if r.borrow else r.key
+        variant = study.label(r.experiment, values)
+        rows.append({"experiment": r.experiment, "variant": variant, "seed": r.seed, "key": key,
+                     **{k: values.get(k) for k in grid_keys}})
+    table = pd.DataFrame(rows, columns=["experiment", "variant", "seed", "key", *grid_keys])
+    for k in grid_keys:  # one type per column: mixed types are shown as in the variant labels
+        kinds = {type(v) for v in table[k] if v is not None and v == v}
+        if (len(kinds) > 1 and kinds != {int, float}) or kinds & {list, dict}:
+            table[k] = table[k].map(lambda v: None if v is None or v != v else fmt(v))
+    return table
+
+
+def collect(study: Study, selections: dict, runs_out: Path, gradients_out: Path) -> None:
+    """Write the labelled per-epoch metrics and gradient statistics of the whole study as
+    Parquet datasets partitioned by experiment (so one read_parquet returns the study).
+    A run that several (experiment, variant) rows share appears once under each."""
+    table = labelled(study, selections)
+    keys = table["key"].unique()
+    for name, schema, out in (("metrics", schemas.METRICS, runs_out), ("gradients", schemas.GRADIENTS, gradients_out)):
+        data = pd.concat([schemas.read(Path(study.run_dir(k)) / f"{name}.parquet", schema).assign(key=k)
+                          for k in keys], ignore_index=True)
+        full = table.merge(data, on="key").drop(columns="key")
+        schemas.write_dataset(full, schemas.labelled(schema, table.drop(columns="key")), out, partition="experiment")

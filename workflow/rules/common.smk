@@ -1,0 +1,58 @@
+import json
+import math
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import min_version, validate
+
+from nnstudy import plots, spec
+from nnstudy.study import Study
+
+min_version("8.0")
+
+
+def _merge(base, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+# A study file given with --configfile replaces config.yaml whole (it has its own `study:`), so
+# a second study never inherits the default one's experiments; values without `study:` (e.g.
+# --config seeds=3) override config.yaml.
+if "study" not in config:
+    _overrides = json.loads(json.dumps(config))
+    config.clear()
+    config.update(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()))
+    _merge(config, _overrides)
+validate(config, spec.SCHEMA_PATH)
+STUDY = Study(config)
+R = STUDY.root
+NNSTUDY = f"{sys.executable} -m nnstudy"  # the interpreter running Snakemake, venv or not
+SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
+FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(list(config["experiments"]), bool(STUDY.experiments_with_transfer()))]
+SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in ("curves", "final", "gap", "gradient_flow", "comparisons", "selections")}
+MANIFESTS = [f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained]
+
+wildcard_constraints:
+    key=r"t?[0-9a-f]{12}",
+    name="|".join(config["selections"]) or "(?!)",
+
+
+def train_images(wildcards):
+    """Training images of a run (for its memory and runtime requests)."""
+    data = STUDY.trained[wildcards.key].spec.get("data", {})
+    return data.get("train_size") or 50_000
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes: generous for a GPU (>= 350 images/s with evaluation), doubled on each retry."""
+    epochs = STUDY.trained[wildcards.key].spec.get("train", {}).get("epochs", 10)
+    return (10 + math.ceil(epochs * train_images(wildcards) / 20_000)) * attempt
+
+
+def train_mem_mb(wildcards, attempt):
+    return (3000 + math.ceil(train_images(wildcards) * 3072 * 8 / 1e6)) * attempt

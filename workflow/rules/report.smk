@@ -1,0 +1,25 @@
+localrules: figures, report
+
+
+rule figures:
+    input:
+        **SUMMARY,
+    output:
+        [report(f, caption="../report/figure.rst", category="Figures") for f in FIGURES],
+    log:
+        f"logs/{STUDY.name}/figures.log",
+    script:
+        "../scripts/figures.py"
+
+
+rule report:
+    input:
+        summary=list(SUMMARY.values()),
+        figures=FIGURES,
+        manifests=MANIFESTS,
+    output:
+        report(f"{R}/report.html", caption="../report/report.rst", category="Report"),
+    log:
+        f"logs/{STUDY.name}/report.log",
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,3 @@
+from nnstudy.study import Study, select
+
+select(Study(snakemake.config), snakemake.wildcards.name, snakemake.output[0])
