@@ -11,3 +11,6 @@ rule all:
     default_target: True
     input:
         f"{R}/report.html",
+        # Every run is a target too: Snakemake does not rebuild deleted intermediate files
+        # whose consumers are up to date, and a deleted run must be trained again.
+        MANIFESTS,

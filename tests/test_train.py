@@ -86,10 +86,10 @@ def test_gradient_mean_std_match_float64_reference():
         assert abs(r["grad_std"] - g.std()) <= 1e-6 * scale
         assert r["grad_abs_mean"] == pytest.approx(np.abs(g).mean(), rel=1e-9)
         assert r["grad_norm"] == pytest.approx(np.mean([np.linalg.norm(s) for s in steps]), rel=1e-9)
-    # Layer index follows forward order: conv1, bn1, fc1, bn_fc1, fc2.
+    # Layer index is depth in forward order; batch norm shares its layer's index.
     assert [rows[n]["layer_index"] for n in
             ("features.conv1.weight", "features.bn1.weight", "classifier.fc1.weight",
-             "classifier.bn_fc1.bias", "classifier.fc2.weight")] == [0, 1, 2, 3, 4]
+             "classifier.bn_fc1.bias", "classifier.fc2.weight")] == [0, 0, 1, 1, 2]
     assert rows["features.bn1.weight"]["module"] == "BatchNorm2d"
 
 

@@ -87,7 +87,9 @@ def initialise(model: nn.Module, how: str, activation: str, prefixes: tuple[str,
 
 
 def forward_order(model: Net, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Module name -> position in forward order, for every module that owns parameters."""
+    """Module name -> layer index for every module that owns parameters: the position of a
+    conv/linear layer among conv/linear layers in forward order; a batch-norm layer gets the
+    index of the layer it normalises, so models with and without batch norm line up by depth."""
     order: list[str] = []
     hooks = [
         m.register_forward_hook(lambda _m, _i, _o, name=name: order.append(name))
@@ -103,4 +105,10 @@ def forward_order(model: Net, input_shape: tuple[int, ...]) -> dict[str, int]:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return {name: i for i, name in enumerate(order)}
+    modules = dict(model.named_modules())
+    index, depth = {}, -1
+    for name in order:
+        if isinstance(modules[name], (nn.Conv2d, nn.Linear)):
+            depth += 1
+        index[name] = max(depth, 0)
+    return index

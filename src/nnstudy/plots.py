@@ -47,10 +47,8 @@ def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
 def final_panel(ax, final: pd.DataFrame, metric: str, split: str, experiments: list[str] | None = None):
     """Final value per variant: mean with its t confidence interval as error bar."""
     d = final[(final["metric"] == metric) & (final["split"] == split)]
-    if experiments:
-        d = d[d["experiment"].isin(experiments)]
     labels, means, lo, hi = [], [], [], []
-    for exp in dict.fromkeys(d["experiment"]):
+    for exp in experiments or dict.fromkeys(d["experiment"]):
         e = d[d["experiment"] == exp]
         for variant in _variants(e):
             r = e[e["variant"] == variant].iloc[0]
@@ -71,7 +69,8 @@ def final_panel(ax, final: pd.DataFrame, metric: str, split: str, experiments: l
 
 def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
     """A gradient statistic of each weight tensor vs layer index, first vs last window."""
-    d = flow[(flow["experiment"] == experiment) & (flow["statistic"] == statistic) & (flow["kind"] == "weight")]
+    d = flow[(flow["experiment"] == experiment) & (flow["statistic"] == statistic) & (flow["kind"] == "weight")
+             & flow["module"].isin(["Conv2d", "Linear"])]
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, variant in enumerate(_variants(d)):
         for window, style in (("first", "o--"), ("last", "s-")):
@@ -82,7 +81,7 @@ def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
                         capsize=3, markersize=4, label=f"{variant}, epochs {s['epochs'].iloc[0]}")
     if statistic != "grad_mean":
         ax.set_yscale("log")
-    ax.set_xlabel("layer index (forward order; weights)")
+    ax.set_xlabel("layer index (conv/linear weights, input to output)")
     ax.set_ylabel(statistic.replace("grad_", "dL/dw ").replace("_", " "))
     ax.set_title(f"{experiment}: {statistic} per layer ({_n(d) if len(d) else 'n = 0'}; bar: ± 1 std over seeds)",
                  fontsize=9)
@@ -150,7 +149,7 @@ def draw_all(summary: dict, experiments: list[str], has_transfer: bool, out_dir:
     for e in experiments:
         figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png")
         figure_gradients(summary["gradient_flow"], e, out_dir / f"gradient_flow_{e}.png")
-    figure_final(summary["final"], "accuracy", "test", out_dir / "final_test_accuracy.png")
-    figure_final(summary["final"], "gap_accuracy", "train-val", out_dir / "final_gap.png")
+    figure_final(summary["final"], "accuracy", "test", out_dir / "final_test_accuracy.png", experiments)
+    figure_final(summary["final"], "gap_accuracy", "train-val", out_dir / "final_gap.png", experiments)
     if has_transfer:
         figure_transfer(summary["final"], summary["comparisons"], out_dir / "transfer_vs_joint.png")

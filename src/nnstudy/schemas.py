@@ -28,7 +28,8 @@ METRICS = pa.schema([
 GRADIENTS = pa.schema([
     ("run", s), ("epoch", i32),
     ("layer", s),         # parameter name, e.g. features.0.weight
-    ("layer_index", i32), # position of the owning module in forward order (0 = first)
+    ("layer_index", i32), # depth: position among conv/linear layers in forward order (0 = first);
+                          # a batch-norm layer has the index of the layer it normalises
     ("module", s),        # Conv2d, Linear, BatchNorm1d, ...
     ("kind", s),          # weight | bias
     ("numel", i64), ("steps", i64),

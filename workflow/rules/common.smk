@@ -1,10 +1,16 @@
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 import yaml
 from snakemake.utils import min_version, validate
+
+# nnstudy from this checkout, for this process and every job (also in a --sdm conda env).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")])))
 
 from nnstudy import plots, spec
 from nnstudy.study import Study
@@ -31,7 +37,6 @@ if "study" not in config:
 validate(config, spec.SCHEMA_PATH)
 STUDY = Study(config)
 R = STUDY.root
-NNSTUDY = f"{sys.executable} -m nnstudy"  # the interpreter running Snakemake, venv or not
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(list(config["experiments"]), bool(STUDY.experiments_with_transfer()))]
 SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in ("curves", "final", "gap", "gradient_flow", "comparisons", "selections")}

@@ -6,6 +6,8 @@ rule figures:
         **SUMMARY,
     output:
         [report(f, caption="../report/figure.rst", category="Figures") for f in FIGURES],
+    conda:
+        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/figures.log",
     script:
@@ -19,6 +21,8 @@ rule report:
         manifests=MANIFESTS,
     output:
         report(f"{R}/report.html", caption="../report/report.rst", category="Report"),
+    conda:
+        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/report.log",
     script:

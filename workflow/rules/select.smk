@@ -5,6 +5,8 @@ checkpoint select:
         lambda w: STUDY.selection_inputs(w.name),
     output:
         f"{R}/selections/{{name}}.json",
+    conda:
+        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/select/{{name}}.log",
     script:

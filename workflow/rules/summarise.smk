@@ -8,6 +8,8 @@ rule collect:
     output:
         runs=directory(f"{R}/runs"),
         gradients=directory(f"{R}/gradients"),
+    conda:
+        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/collect.log",
     script:
@@ -21,6 +23,8 @@ rule summarise:
         selections=SELECTIONS,
     output:
         **SUMMARY,
+    conda:
+        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/summarise.log",
     script:

@@ -14,8 +14,10 @@ rule train:
         gpu=1,
         mem_mb=train_mem_mb,
         runtime=train_runtime,
+    conda:
+        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/train/{{key}}.log",
     shell:
-        "{NNSTUDY} train --spec-json {params.spec:q} --out {params.out} --threads {threads}"
+        "python -m nnstudy train --spec-json {params.spec:q} --out {params.out} --threads {threads}"
         " --selections {input.selections} > {log} 2>&1"

@@ -1,0 +1,191 @@
+"""The study pipeline for real: Snakemake runs the demo-sized study in a temporary directory."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from nnstudy import plots, schemas
+from nnstudy.study import Study
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(*args, cwd=ROOT, timeout=900, **kw):
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *map(str, args)],
+                          cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def job_counts(output: str) -> dict:
+    """Job stats table of a Snakemake run or dry run: rule -> count."""
+    table = output[output.rindex("Job stats:"):]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def demo_study(tmp: Path, **changes) -> Path:
+    study = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())
+    study["defaults"]["data"]["root"] = str(ROOT / "data" / "demo-cifar10")
+    study.update(changes)
+    path = tmp / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    study = demo_study(work)
+    started = time.monotonic()
+    run = snakemake("-d", work, "--cores", 2, "--configfile", study)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return {"dir": work, "study": study, "seconds": time.monotonic() - started, "log": run.stderr,
+            "config": Study(yaml.safe_load(study.read_text()))}
+
+
+def test_demo_study_end_to_end(demo):
+    work, res = demo["dir"], demo["dir"] / "results" / "demo"
+    assert job_counts(demo["log"])["train"] == 70
+    assert len(list((res / "train").glob("*/run.json"))) == 70
+    for name, schema in schemas.SUMMARY_TABLES.items():
+        table = schemas.read(res / "summary" / f"{name}.parquet", schema)
+        assert len(table) > 0, name
+    names = plots.figure_names(list(demo["config"].config["experiments"]), True)
+    for name in names:
+        assert (res / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (res / "report.html").read_text()
+    assert "Findings" in page and "cannot support" in page and page.count("data:image/png;base64") == len(names)
+    # One read_parquet call gives the whole study, labelled.
+    runs = pd.read_parquet(res / "runs")
+    assert {"run", "experiment", "variant", "seed", "optim.lr", "model.dropout", "model.batchnorm"} <= set(runs.columns)
+    per_variant = runs.groupby(["experiment", "variant"], observed=True)["seed"].nunique()
+    assert len(per_variant) == 16 and (per_variant == 5).all()
+    grads = pd.read_parquet(res / "gradients")
+    assert set(grads["experiment"].astype(str)) == set(demo["config"].config["experiments"])
+    # Shared runs are trained once: p = 0 of the dropout experiment is gradient_flow's no-dropout variant.
+    shared = runs[runs["variant"].isin(["dropout=0.0", "dropout=0.0,batchnorm=false"])].groupby("experiment", observed=True)["run"]
+    assert set(shared.get_group("dropout")) == set(shared.get_group("gradient_flow"))
+
+
+def test_selections_are_made_on_validation_and_used(demo):
+    res = demo["dir"] / "results" / "demo"
+    best_lr = json.loads((res / "selections" / "best_lr.json").read_text())
+    means = {c["value"]: c["mean"] for c in best_lr["candidates"]}
+    assert best_lr["value"] == max(means, key=means.get) and "val accuracy" in best_lr["chosen_on"]
+    best_p = json.loads((res / "selections" / "best_p.json").read_text())
+    assert best_p["value"] != 0.0  # p = 0 is excluded from the choice
+    runs = pd.read_parquet(res / "runs")
+    sched = runs[(runs["experiment"] == "lr_schedule") & (runs["split"] == "train")]
+    assert (sched.query("epoch == 1")["lr"] == best_lr["value"]).all()
+    assert (sched.query("epoch == 4")["lr"] < best_lr["value"]).all()  # cosine decay from the best LR
+    transfer = set(runs[runs["experiment"] == "transfer"]["variant"])
+    assert transfer == {"dropout=0.0", f"dropout={best_p['value']!r}"}
+    comp = pd.read_parquet(res / "summary" / "comparisons.parquet")
+    assert set(comp["family"]) == {"scheduler_vs_best_fixed_lr", "dropout_vs_none", "transfer_vs_joint", "batchnorm_vs_none"}
+    assert comp.query("family == 'transfer_vs_joint'")["n_pairs"].eq(5).all()
+
+
+def test_second_invocation_runs_nothing(demo):
+    again = snakemake("-d", demo["dir"], "--cores", 2, "--configfile", demo["study"])
+    assert again.returncode == 0 and "Nothing to be done" in again.stderr, again.stderr[-2000:]
+
+
+def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
+    study = demo["config"]
+    row = next(r for r in study.rows if r.experiment == "lr" and r.seed == 0)
+    run_dir = demo["dir"] / study.run_dir(row.key)
+    hidden = tmp_path / "moved"
+    run_dir.rename(hidden)
+    try:
+        plan = snakemake("-d", demo["dir"], "-n", "--cores", 2, "--configfile", demo["study"])
+    finally:
+        hidden.rename(run_dir)
+    # The run, the best-LR choice it feeds, the 5 runs started from that choice, the summaries.
+    assert job_counts(plan.stderr + plan.stdout) == {"train": 6, "select": 1, "collect": 1, "summarise": 1,
+                                                     "figures": 1, "report": 1, "all": 1}
+
+
+def test_killed_training_job_resumes_and_only_it_reruns(demo):
+    study, work = demo["config"], demo["dir"]
+    row = next(r for r in study.rows if r.variant == "dropout=0.0,batchnorm=true" and r.seed == 2)
+    run_dir = work / study.run_dir(row.key)
+    before = schemas.read(run_dir / "metrics.parquet", schemas.METRICS)
+    others = {p: p.stat().st_mtime_ns for p in (work / "results" / "demo" / "train").glob("*/run.json")
+              if p.parent != run_dir}
+    for f in run_dir.iterdir():
+        f.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", work, "--cores", "2",
+                             "--configfile", demo["study"]], env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if torch.load(run_dir / "checkpoint.pt", weights_only=True)["state"]["epoch"] >= 1:
+                break
+        except (FileNotFoundError, EOFError, RuntimeError):
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "training never checkpointed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "run.json").exists()
+    assert snakemake("-d", work, "--unlock", "--configfile", demo["study"]).returncode == 0
+    rerun = snakemake("-d", work, "--cores", 2, "--configfile", demo["study"], "--rerun-incomplete")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert job_counts(rerun.stderr)["train"] == 1
+    log = (work / "logs" / "demo" / "train" / f"{row.key}.log").read_text()
+    assert re.search(r"resumed from checkpoint after epoch [123]\b", log), log
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert len(manifest["resumed_from"]) == 1
+    after = schemas.read(run_dir / "metrics.parquet", schemas.METRICS)
+    pd.testing.assert_frame_equal(before.drop(columns=list(schemas.WALL_CLOCK)),
+                                  after.drop(columns=list(schemas.WALL_CLOCK)))
+    assert others == {p: p.stat().st_mtime_ns for p in others}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seedz": 3}, "seedz"),
+    ({"experiments": {"lr": {"grid": {"optim.lrr": [0.1]}}}}, "'optim.lrr' is not a spec key; allowed under optim: lr, momentum"),
+    ({"defaults": {"model": {"activation": "swish"}}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
+])
+def test_study_file_typo_fails_naming_the_key(tmp_path, change, message):
+    path = demo_study(tmp_path)
+    study = yaml.safe_load(path.read_text())
+    study.update(change)
+    path.write_text(yaml.safe_dump(study))
+    run = snakemake("-d", tmp_path, "-n", "--configfile", path)
+    assert run.returncode != 0 and message in run.stderr + run.stdout, run.stderr[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_default_study_plans_70_training_jobs():
+    plan = snakemake("-n")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    counts = job_counts(plan.stderr + plan.stdout)
+    assert counts == {"train": 70, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
+
+
+def test_second_study_does_not_inherit_the_default_experiments(tmp_path):
+    tiny = {"study": "tiny", "seeds": 2, "defaults": {"data": {"name": "xor"}, "train": {"epochs": 2}},
+            "experiments": {"only": {"grid": {"optim.lr": [0.1, 0.2]}}}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    plan = snakemake("-n", "--configfile", tmp_path / "tiny.yaml")  # from the repository root, next to config.yaml
+    out = plan.stderr + plan.stdout
+    assert plan.returncode == 0, out[-2000:]
+    assert job_counts(out)["train"] == 4 and "results/cifar10" not in out and "select" not in job_counts(out)
+    overridden = snakemake("-n", "--config", "seeds=2")  # no `study:`: overrides config.yaml
+    assert job_counts(overridden.stderr + overridden.stdout)["train"] == 28
+
+
+def test_lint_is_clean():
+    lint = snakemake("--lint")
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
