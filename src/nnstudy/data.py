@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .schemas import atomic_path
+from .schemas import atomic
 
 TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -88,12 +88,8 @@ def load_pool(name: str, root: str | Path, train: bool, download: bool = False) 
         else:
             x, y = _decode_torchvision(name, root, train, download)
         blob = {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y)}
-        tmp = atomic_path(path)
-        try:
+        with atomic(path) as tmp:
             torch.save(blob, tmp)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
     return Pool(blob["x"], blob["y"], int(blob["y"].max()) + 1)
 
 

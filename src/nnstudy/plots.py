@@ -89,15 +89,12 @@ def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
 
 
 def _save(fig, path: Path) -> None:
-    from .schemas import atomic_path
+    from .schemas import atomic
 
-    path = Path(path)
-    tmp = atomic_path(path.with_suffix(".png"))
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        tmp.replace(path)
+        with atomic(Path(path)) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -48,13 +49,26 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_path(path: Path):
+def atomic_path(path: Path) -> Path:
     """A temporary sibling of `path` (same filesystem, so a rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     return Path(tmp)
+
+
+@contextmanager
+def atomic(path: Path):
+    """Yield a temporary path to write; on success it replaces `path` in one rename, on any
+    error it is removed, so a killed or failed writer never leaves a file that looks done."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
@@ -64,12 +78,8 @@ def write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     if missing or extra:
         raise ValueError(f"{path}: missing columns {sorted(missing)}, unexpected {sorted(extra)}")
     table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-    tmp = atomic_path(path)
-    try:
+    with atomic(path) as tmp:
         pq.write_table(table, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read(path: Path, schema: pa.Schema) -> pd.DataFrame:
@@ -82,13 +92,8 @@ def read(path: Path, schema: pa.Schema) -> pd.DataFrame:
 
 def write_text(text: str, path: Path) -> None:
     """Atomically write a text file."""
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic(path) as tmp:
         tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # Columns that label a run in a study's collected data, ahead of its grid keys (dotted names).

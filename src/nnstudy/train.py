@@ -137,12 +137,8 @@ def _now() -> str:
 
 
 def _save(obj, path: Path) -> None:
-    tmp = schemas.atomic_path(path)
-    try:
+    with schemas.atomic(path) as tmp:
         torch.save(obj, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()
