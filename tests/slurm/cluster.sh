@@ -90,8 +90,13 @@ CONF
   exit 1
   ;;
 down)
-  if [ -f "$conf" ]; then
-    SLURM_CONF=$conf scancel --user="$(id -un)" 2>/dev/null || true
+  if [ -f "$conf" ] && [ -f "$dir/slurmctld.pid" ]; then
+    export SLURM_CONF=$conf
+    scancel --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 150); do  # let slurmd end the job steps before it stops
+      [ -z "$(squeue -h -t running,completing -o %i 2>/dev/null)" ] && break
+      sleep 0.1
+    done
   fi
   stop_pid "$dir/slurmd.pid"
   stop_pid "$dir/slurmctld.pid"
