@@ -153,7 +153,7 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"seedz": 3}, "seedz"),
+    ({"seedz": 3}, "study: unknown key 'seedz'; allowed keys: ci_level, comparisons, defaults, experiments"),
     ({"experiments": {"lr": {"grid": {"optim.lrr": [0.1]}}}}, "'optim.lrr' is not a spec key; allowed under optim: lr, momentum"),
     ({"defaults": {"model": {"activation": "swish"}}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
 ])

@@ -34,8 +34,8 @@ if "study" not in config:
     config.clear()
     config.update(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()))
     _merge(config, _overrides)
-validate(config, spec.SCHEMA_PATH)
-STUDY = Study(config)
+STUDY = Study(config)  # first: its errors name the key and the allowed keys or values
+validate(config, spec.SCHEMA_PATH)  # fills the study-level defaults into `config` for the scripts
 R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(list(config["experiments"]), bool(STUDY.experiments_with_transfer()))]
