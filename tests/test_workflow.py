@@ -53,7 +53,7 @@ def demo(tmp_path_factory):
 
 
 def test_demo_study_end_to_end(demo):
-    work, res = demo["dir"], demo["dir"] / "results" / "demo"
+    res = demo["dir"] / "results" / "demo"
     assert job_counts(demo["log"])["train"] == 70
     assert len(list((res / "train").glob("*/run.json"))) == 70
     for name, schema in schemas.SUMMARY_TABLES.items():

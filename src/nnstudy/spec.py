@@ -154,8 +154,3 @@ def read(path: Path) -> dict:
         raise SpecError(f"spec file not found: {path}") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
-
-
-def load(path: Path) -> dict:
-    """Read a spec file and resolve it."""
-    return resolve(read(path))

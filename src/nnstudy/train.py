@@ -29,9 +29,6 @@ from . import models, schemas
 from .spec import SpecError, resolve, run_id
 from .telemetry import GradientStats
 
-DONE = ("completed", "diverged")
-
-
 def manual_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy from log-softmax and one-hot targets, without torch.nn losses."""
     log_probs = logits - logits.logsumexp(dim=1, keepdim=True)
