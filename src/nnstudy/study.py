@@ -102,7 +102,7 @@ class Study:
         self.defaults = defaults
         self._check_references()
         self.rows: list[Row] = []
-        concrete: dict[tuple, Row] = {}
+        concrete: dict[str, Row] = {}
         # Transfer experiments last: their rows point at their source experiment's rows.
         for exp in sorted(c["experiments"], key=lambda e: "transfer_from" in c["experiments"][e]):
             for values in self.grid(exp):
@@ -126,7 +126,7 @@ class Study:
             if "transfer_from" in exp and exp["transfer_from"] not in exps:
                 raise SpecError(f"study.experiments.{name}.transfer_from: unknown experiment "
                                 f"{exp['transfer_from']!r}; experiments: {', '.join(exps)}")
-            for sel in needs({**exp["set"], **{k: v for k, vs in exp["grid"].items() for v in vs}}):
+            for sel in needs([exp["set"], exp["grid"]]):
                 if sel not in c["selections"]:
                     raise SpecError(f"study.experiments.{name}: unknown selection {sel!r}; "
                                     f"selections: {', '.join(c['selections']) or '(none declared)'}")

@@ -1,0 +1,67 @@
+"""The run table of a study file: identities, shared runs, selection templates, bad references."""
+import pytest
+import yaml
+from conftest import ROOT
+
+from nnstudy.spec import SpecError
+from nnstudy.study import Study, fmt, labelled, materialise
+
+
+def default_study():
+    return Study(yaml.safe_load((ROOT / "config.yaml").read_text()))
+
+
+def test_default_study_trains_70_runs_and_shares_identical_specs():
+    study = default_study()
+    assert len(study.rows) == 80 and len(study.trained) == 70
+    by_exp = {}
+    for row in study.trained.values():
+        by_exp[row.experiment] = by_exp.get(row.experiment, 0) + 1
+    assert by_exp == {"lr": 25, "lr_schedule": 5, "dropout": 25, "transfer": 10, "gradient_flow": 5}
+    no_dropout = {r.seed: r.key for r in study.rows if r.experiment == "gradient_flow" and r.variant == "dropout=0.0,batchnorm=false"}
+    joint = {r.seed: r.key for r in study.rows if r.experiment == "dropout" and r.variant == "dropout=0.0"}
+    assert no_dropout == joint  # same resolved spec, one run
+
+
+def test_templates_resolve_by_selection_and_borrow_existing_runs():
+    study = default_study()
+    sched = next(r for r in study.rows if r.experiment == "lr_schedule" and r.seed == 1)
+    assert sched.key.startswith("t") and sched.needs == {"best_lr"}
+    assert study.job_inputs(sched.key) == {"selections": ["results/cifar10/selections/best_lr.json"], "sources": []}
+    assert materialise(sched.spec, {"best_lr": 0.01})["optim"]["lr"] == 0.01
+    borrowed = next(r for r in study.rows if r.experiment == "gradient_flow" and "{best_p}" in r.variant and r.seed == 1)
+    assert borrowed.key == "" and set(borrowed.borrow) == {"0.1", "0.25", "0.5", "0.75"}  # p = 0 is excluded
+    table = labelled(study, {"best_lr": 0.01, "best_p": 0.25})
+    row = table[(table["experiment"] == "gradient_flow") & (table["seed"] == 1) & (table["variant"] == "dropout=0.25,batchnorm=false")]
+    dropout = table[(table["experiment"] == "dropout") & (table["seed"] == 1) & (table["variant"] == "dropout=0.25")]
+    assert row["key"].item() == dropout["key"].item()
+    transfer = next(r for r in study.rows if r.experiment == "transfer" and "{best_p}" in r.variant and r.seed == 3)
+    sources = study.job_inputs(transfer.key)["sources"]
+    assert len(sources) == 4 and all(s.endswith("/model.pt") for s in sources)
+    assert materialise(transfer.spec, {"best_p": 0.5})["transfer"]["source"] == borrowed_source(study, 3, 0.5)
+
+
+def borrowed_source(study, seed, p):
+    row = next(r for r in study.rows if r.experiment == "dropout" and r.seed == seed and r.values["model.dropout"] == p)
+    return f"results/cifar10/train/{row.key}/model.pt"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"selections": {"best_lr": {"experiment": "lr", "key": "optim.momentum"}}},
+     "study.selections.best_lr.key: 'optim.momentum' is not a grid key of lr; grid keys: optim.lr"),
+    ({"experiments": {"x": {"grid": {"model.dropout": [{"select": "best_q"}, 0.0]}}}},
+     "study.experiments.x: unknown selection 'best_q'; selections: best_lr, best_p"),
+    ({"experiments": {"x": {"transfer_from": "nope"}}}, "study.experiments.x.transfer_from: unknown experiment 'nope'"),
+    ({"experiments": {"x": {"mode": "zip", "grid": {"optim.lr": [0.1, 0.2], "model.dropout": [0.0]}}}},
+     "mode zip needs lists of equal length"),
+])
+def test_bad_references_name_the_key(change, message):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for key, value in change.items():
+        config[key].update(value)
+    with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Study(config)
+
+
+def test_labels_format_values_as_written():
+    assert [fmt(v) for v in (0.0, 0.001, True, 3, [1, 2], {"select": "b"})] == ["0.0", "0.001", "true", "3", "[1,2]", "{b}"]
