@@ -196,3 +196,12 @@ def test_diverging_run_is_marked_not_raised(shared_data, tmp_path):
     last = m[m["epoch"] == m["epoch"].max()]
     assert last["diverged"].all() and not np.isfinite(last.query("split == 'train'")["running_loss"]).any()
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "diverged"
+
+
+def test_a_checkpoint_of_another_spec_is_discarded(tmp_path):
+    spec = {"data": {"name": "xor"}, "model": {"hidden": [4]}, "train": {"epochs": 3}}
+    (tmp_path / "r").mkdir()
+    ckpt = {"run": "0123456789ab", "state": {"epoch": 2}}
+    torch.save(ckpt, tmp_path / "r" / "checkpoint.pt")
+    manifest = train.run(spec, tmp_path / "r")
+    assert manifest["resumed_from"] == [] and manifest["epochs_completed"] == 3

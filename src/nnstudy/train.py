@@ -199,10 +199,12 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     state = {"epoch": 0, "metrics": [], "gradients": [], "elapsed": 0.0, "samples": 0,
              "best_val": -math.inf, "resumed_from": [], "started": _now(), "diverged": False}
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        if ckpt["run"] != rid:
-            raise SpecError(f"{ckpt_path} belongs to run {ckpt['run']}, not {rid}")
+    ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True) if ckpt_path.exists() else None
+    if ckpt is not None and ckpt["run"] != rid:
+        # A template run whose selection changed since it was interrupted: start afresh.
+        log(f"discarding the checkpoint of run {ckpt['run']} (the spec has changed)")
+        ckpt = None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng_cpu"])
