@@ -11,6 +11,8 @@ rule all:
     default_target: True
     input:
         f"{R}/report.html",
-        # Every run is a target too: Snakemake does not rebuild deleted intermediate files
-        # whose consumers are up to date, and a deleted run must be trained again.
+        # Every run, summary and figure is a target too: Snakemake does not rebuild a deleted
+        # intermediate file whose consumers are up to date, and a deleted one must come back.
         MANIFESTS,
+        SUMMARY.values(),
+        FIGURES,

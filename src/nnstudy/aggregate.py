@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import schemas, stats
-from .study import Study, fmt
+from .study import Study, fmt, load_selections
 
 LABEL = ["experiment", "variant"]
 HIGHER_IS_BETTER = {"accuracy": True, "loss": False, "gap_accuracy": False, "gap_loss": False}
@@ -101,7 +101,7 @@ def expand_pairs(study: Study, selections: dict, labels: set[str], pairs: list) 
         a, b = a.format(**subst), b.format(**subst)
         if a.endswith("/*"):
             exp = a[:-2]
-            out += [(x, b) for x in sorted(labels, key=_natural) if x.startswith(exp + "/") and x != b]
+            out += [(x, b) for x in sorted(labels, key=natural_key) if x.startswith(exp + "/") and x != b]
         else:
             out.append((a, b))
     for a, b in out:
@@ -112,16 +112,15 @@ def expand_pairs(study: Study, selections: dict, labels: set[str], pairs: list) 
     return out
 
 
-def _natural(label: str):
-    return [(0, float(t)) if _isnum(t) else (1, t) for t in label.replace("=", " ").replace(",", " ").split()]
-
-
-def _isnum(t: str) -> bool:
-    try:
-        float(t)
-        return True
-    except ValueError:
-        return False
+def natural_key(label: str):
+    """Sort key for variant labels: numbers by value (lr=0.003 before lr=0.01), words as text."""
+    key = []
+    for token in label.replace("=", " ").replace(",", " ").split():
+        try:
+            key.append((0, float(token), ""))
+        except ValueError:
+            key.append((1, 0.0, token))
+    return key
 
 
 def comparisons(study: Study, selections: dict, values: pd.DataFrame) -> pd.DataFrame:
@@ -167,8 +166,6 @@ def selection_table(paths) -> pd.DataFrame:
 
 def summarise_study(study: Study, selection_paths, runs_dir: Path, gradients_dir: Path, out: dict) -> None:
     """Write every summary table; `out` maps table name (schemas.SUMMARY_TABLES) -> path."""
-    from .study import load_selections
-
     c = study.config
     selections = load_selections(selection_paths)
     runs = read_runs(runs_dir)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .aggregate import _natural  # noqa: E402
+from .aggregate import natural_key  # noqa: E402
 
 SPLIT_STYLE = {"train": "-", "val": "--"}
 
@@ -21,7 +21,7 @@ def _n(df: pd.DataFrame) -> str:
 
 
 def _variants(df: pd.DataFrame) -> list[str]:
-    return sorted(df["variant"].unique(), key=_natural)
+    return sorted(df["variant"].unique(), key=natural_key)
 
 
 def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
@@ -62,7 +62,7 @@ def final_panel(ax, final: pd.DataFrame, metric: str, split: str, experiments: l
     level = int(round(100 * d["ci_level"].iloc[0])) if len(d) else 95
     rule = d["epoch_rule"].iloc[0] if len(d) else ""
     ax.set_ylabel(f"{split} {metric}")
-    ax.set_title(f"final {split} {metric} ({rule} epoch; {_n(d) if len(d) else 'n = 0'}; "
+    ax.set_title(f"final {split} {metric}\n({rule} epoch; {_n(d) if len(d) else 'n = 0'}; "
                  f"bar: {level}% t-interval of the mean)", fontsize=9)
     return ax
 
@@ -113,11 +113,15 @@ def figure_final(final: pd.DataFrame, metric: str, split: str, path: Path, exper
     _save(fig, path)
 
 
-def figure_transfer(final: pd.DataFrame, comparisons: pd.DataFrame, path: Path) -> None:
-    """Transfer vs joint training, test accuracy and gap, for the variants the study pairs."""
-    pairs = comparisons[comparisons["family"].str.contains("transfer")][["variant_a", "variant_b"]].drop_duplicates()
-    wanted = set(pairs["variant_a"]) | set(pairs["variant_b"])
-    keep = final[(final["experiment"] + "/" + final["variant"]).isin(wanted)] if wanted else final.iloc[:0]
+def figure_transfer(final: pd.DataFrame, transfer: dict[str, str], path: Path) -> None:
+    """Transfer vs joint training, test accuracy and gap: each transfer experiment's variants
+    beside the same variants of the experiment it transfers from (`transfer`: target -> source)."""
+    keep = []
+    for target, source in transfer.items():
+        variants = set(final.loc[final["experiment"] == target, "variant"])
+        keep.append(final[(final["experiment"] == target) |
+                          ((final["experiment"] == source) & final["variant"].isin(variants))])
+    keep = pd.concat(keep)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     final_panel(axes[0], keep, "accuracy", "test")
     final_panel(axes[1], keep, "gap_accuracy", "train-val")
@@ -132,21 +136,27 @@ def figure_gradients(flow: pd.DataFrame, experiment: str, path: Path) -> None:
     _save(fig, path)
 
 
-def figure_names(experiments: list[str], has_transfer: bool) -> list[str]:
-    """The figure files a study produces (known before it runs)."""
+def _transfer(experiments: dict) -> dict[str, str]:
+    return {e: x["transfer_from"] for e, x in experiments.items() if "transfer_from" in x}
+
+
+def figure_names(experiments: dict) -> list[str]:
+    """The figure files of a study with these experiments (the study file's mapping)."""
     names = [f"curves_{e}.png" for e in experiments] + ["final_test_accuracy.png", "final_gap.png"]
-    if has_transfer:
+    if _transfer(experiments):
         names.append("transfer_vs_joint.png")
     return names + [f"gradient_flow_{e}.png" for e in experiments]
 
 
-def draw_all(summary: dict, experiments: list[str], has_transfer: bool, out_dir: Path) -> None:
-    """Every figure of figure_names() from the summary tables (name -> DataFrame)."""
+def draw_all(summary: dict, experiments: dict, out_dir: Path) -> None:
+    """Every figure of figure_names(experiments) from the summary tables (name -> DataFrame)."""
     out_dir = Path(out_dir)
+    transfer = _transfer(experiments)
+    experiments = list(experiments)
     for e in experiments:
         figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png")
         figure_gradients(summary["gradient_flow"], e, out_dir / f"gradient_flow_{e}.png")
     figure_final(summary["final"], "accuracy", "test", out_dir / "final_test_accuracy.png", experiments)
     figure_final(summary["final"], "gap_accuracy", "train-val", out_dir / "final_gap.png", experiments)
-    if has_transfer:
-        figure_transfer(summary["final"], summary["comparisons"], out_dir / "transfer_vs_joint.png")
+    if transfer:
+        figure_transfer(summary["final"], transfer, out_dir / "transfer_vs_joint.png")

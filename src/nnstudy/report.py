@@ -25,12 +25,6 @@ METRIC_WORDS = {"accuracy": "test accuracy", "loss": "test loss", "gap_accuracy"
                 "gap_loss": "loss gap (val − train)"}
 
 
-def _num(x, digits=3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
-
-
 def finding(r: pd.Series) -> str:
     """One comparison in plain words."""
     pct = r["metric"] in ("accuracy", "gap_accuracy")

@@ -68,19 +68,16 @@ def _describe(err: jsonschema.ValidationError, where: str) -> str:
         return f"{path}: {err.instance!r} is not allowed; allowed values: {allowed}"
     if err.validator == "type":
         return f"{path}: {err.instance!r} has the wrong type; expected {err.validator_value}"
-    if err.validator == "required":
-        return f"{path}: {err.message}"
     return f"{path}: {err.message}"
 
 
-def check(instance: Any, sch: dict, where: str = "", fill: bool = True) -> None:
+def check(instance: Any, sch: dict, where: str = "") -> None:
     """Validate `instance` against `sch` (refs resolved in the study schema), filling defaults.
 
     Raises SpecError naming the first offending key path and the allowed keys or values.
     """
     full = {"$defs": schema()["$defs"], **sch}
-    cls = _Filling if fill else jsonschema.Draft202012Validator
-    errors = sorted(cls(full).iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    errors = sorted(_Filling(full).iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         err = errors[0]
         # oneOf/anyOf report the parent; the most specific sub-error reads best.

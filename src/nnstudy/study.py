@@ -11,7 +11,6 @@ with an otherwise identical spec) is not trained again: it borrows that run.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import math
@@ -62,10 +61,6 @@ def needs(obj) -> set[str]:
     if isinstance(obj, list):
         return set().union(*(needs(v) for v in obj)) if obj else set()
     return set()
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -198,7 +193,7 @@ class Study:
                 raise SpecError(f"{where} (variant {label}, with {chosen}): {e}") from None
         if len(wanted) == 1 and all(k in concrete for k in choices.values()):
             return Row(exp, label, seed, values, spec, "", {k[0]: v for k, v in choices.items()})
-        return Row(exp, label, seed, values, spec, "t" + _hash(spec))
+        return Row(exp, label, seed, values, spec, "t" + spec_mod.run_id(spec))
 
     def _source(self, exp: str, source_exp: str, spec: dict, seed: int):
         """The weights a transfer run starts from: the source experiment's run with this seed and
@@ -255,9 +250,6 @@ class Study:
     def selection_inputs(self, name: str) -> list[str]:
         sel = self.config["selections"][name]
         return [f"{self.run_dir(r.key)}/run.json" for r in self.rows_of(sel["experiment"])]
-
-    def experiments_with_transfer(self) -> list[str]:
-        return [e for e, x in self.config["experiments"].items() if "transfer_from" in x]
 
 
 def _has(spec: dict, dotted: str) -> bool:

@@ -38,7 +38,7 @@ STUDY = Study(config)  # first: its errors name the key and the allowed keys or 
 validate(config, spec.SCHEMA_PATH)  # fills the study-level defaults into `config` for the scripts
 R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
-FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(list(config["experiments"]), bool(STUDY.experiments_with_transfer()))]
+FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(config["experiments"])]
 SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in ("curves", "final", "gap", "gradient_flow", "comparisons", "selections")}
 MANIFESTS = [f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained]
 
