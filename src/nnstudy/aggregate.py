@@ -12,6 +12,8 @@ from . import schemas, stats
 from .study import Study, fmt, load_selections
 
 LABEL = ["experiment", "variant"]
+# The columns of a collected run table that the gap and final-metric steps read.
+PER_EPOCH = ["run", "experiment", "variant", "seed", "epoch", "split", "loss", "accuracy", "diverged"]
 HIGHER_IS_BETTER = {"accuracy": True, "loss": False, "gap_accuracy": False, "gap_loss": False}
 
 
@@ -38,15 +40,13 @@ def curves(runs: pd.DataFrame, gaps: pd.DataFrame, level: float) -> pd.DataFrame
 
 
 def gaps(runs: pd.DataFrame) -> pd.DataFrame:
-    cols = ["run", "experiment", "variant", "seed", "epoch", "split", "loss", "accuracy", "diverged"]
-    out = [stats.gap(runs[cols], m).assign(metric=m) for m in ("accuracy", "loss")]
+    out = [stats.gap(runs[PER_EPOCH], m).assign(metric=m) for m in ("accuracy", "loss")]
     return pd.concat(out, ignore_index=True)[schemas.GAP.names]
 
 
 def final_values(runs: pd.DataFrame, rule: str, selection_metric: str) -> pd.DataFrame:
     """Each (label, seed)'s final value of every metric, long: split, metric, value."""
-    cols = ["run", "experiment", "variant", "seed", "epoch", "split", "loss", "accuracy", "diverged"]
-    fin = stats.final(runs[cols], rule, selection_metric)
+    fin = stats.final(runs[PER_EPOCH], rule, selection_metric)
     long = fin.melt(id_vars=["run", "experiment", "variant", "seed", "split", "diverged"],
                     value_vars=["loss", "accuracy"], var_name="metric")
     g = [stats.gap(fin.drop(columns="epoch_rule"), m).assign(metric=f"gap_{m}", split="train-val") for m in ("accuracy", "loss")]

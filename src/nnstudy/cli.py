@@ -1,4 +1,5 @@
-"""Command line: `nnstudy train --spec spec.yaml --out DIR` and the workflow's steps."""
+"""Command line: `nnstudy train --spec spec.yaml --out DIR` trains one run (the workflow's
+training jobs call it with --spec-json and --selections)."""
 from __future__ import annotations
 
 import argparse
