@@ -115,8 +115,16 @@ def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-        pq.write_to_dataset(table, tmp, partition_cols=[partition])
+        # One file per partition, written synchronously: pyarrow's dataset writer releases the
+        # pandas memory it borrowed on a worker thread, which aborts the interpreter when that
+        # happens during its shutdown (apache/arrow#34314; seen here in processes with torch).
+        part_schema = pa.schema([f for f in schema if f.name != partition])
+        for value, part in df.groupby(partition, sort=True, observed=True):
+            folder = tmp / f"{partition}={value}"
+            folder.mkdir()
+            table = pa.Table.from_pandas(part[part_schema.names], schema=part_schema, preserve_index=False)
+            pq.write_table(table, folder / "part-0.parquet")
+            os.chmod(folder, 0o777 & ~_UMASK)
         os.chmod(tmp, 0o777 & ~_UMASK)
         if out.exists():
             shutil.rmtree(out)
