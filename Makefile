@@ -1,6 +1,6 @@
 # The two commands of README.md. Each sets up the virtual environment .venv first if missing.
 #   make demo   the offline demo study end to end (results/demo/report.html)
-#   make test   the test suite
+#   make test   the linters (ruff, snakefmt --check), then the test suite
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
@@ -9,14 +9,18 @@ BIN := $(abspath $(VENV))/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test env
+.PHONY: demo test lint env
 
 demo: env
 	snakemake --cores $(CORES) --configfile studies/demo.yaml --rerun-incomplete
 	@echo "nnstudy demo: report at $(abspath results/demo/report.html)"
 
-test: env
+test: env lint
 	pytest -q
+
+lint: env
+	ruff check .
+	snakefmt --check Snakefile workflow
 
 env: $(VENV)/.installed
 

@@ -186,3 +186,10 @@ def test_summarise_groups_and_bootstrap_option():
     assert 0.69 <= lo < 0.71 < hi <= 0.73
     empty = stats.describe([])
     assert empty["n_seeds"] == 0 and math.isnan(empty["mean"])
+
+
+def test_summarise_takes_one_column_name_as_groupby_does():
+    df = pd.DataFrame({"epoch": [1, 1, 2, 2], "value": [0.5, 0.7, 0.6, 0.8]})
+    one = stats.summarise(df, by="epoch", value="value")
+    assert one["epoch"].tolist() == [1, 2] and one["mean"].tolist() == pytest.approx([0.6, 0.7])
+    pd.testing.assert_frame_equal(one, stats.summarise(df, by=["epoch"], value="value"))

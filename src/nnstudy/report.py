@@ -53,7 +53,8 @@ def _table(df: pd.DataFrame, floatfmt="{:.4g}") -> str:
 
 def _img(path: Path) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).name)}"><figcaption>{html.escape(Path(path).name)}</figcaption></figure>'
+    name = html.escape(Path(path).name)
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{name}"><figcaption>{name}</figcaption></figure>'
 
 
 def provenance(manifests: list[dict]) -> pd.DataFrame:

@@ -76,14 +76,15 @@ def describe(values, level: float = 0.95, method: str = "t", resamples: int = 10
     }
 
 
-def summarise(df: pd.DataFrame, by: Sequence[str], value: str, level: float = 0.95, method: str = "t",
+def summarise(df: pd.DataFrame, by: str | Sequence[str], value: str, level: float = 0.95, method: str = "t",
               resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """One row per group of `by` with SUMMARY_COLUMNS for column `value`.
+    """One row per group of `by` (a column name or a list of them, as pandas' groupby takes)
+    with SUMMARY_COLUMNS for column `value`.
 
     Each row of df is one seed's value; a `diverged` column, if present, is counted. Groups
     are never forward-filled: a run that stopped early just leaves later epochs with smaller n.
     """
-    by = list(by)
+    by = [by] if isinstance(by, str) else list(by)
     rows = []
     for key, group in df.groupby(by, sort=True, dropna=False, observed=True):
         key = key if isinstance(key, tuple) else (key,)

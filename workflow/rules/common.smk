@@ -10,7 +10,9 @@ from snakemake.utils import min_version, validate
 # nnstudy from this checkout, for this process and every job (also in a --sdm conda env).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")])))
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
+)
 
 from nnstudy import plots, spec
 from nnstudy.study import Study
@@ -35,16 +37,42 @@ if "study" not in config:
     config.update(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()))
     _merge(config, _overrides)
 STUDY = Study(config)  # first: its errors name the key and the allowed keys or values
-validate(config, spec.SCHEMA_PATH)  # fills the study-level defaults into `config` for the scripts
+STUDY.check_plugins()  # users' models and datasets build, before any job starts
+validate(
+    config, spec.SCHEMA_PATH
+)  # fills the study-level defaults into `config` for the scripts
 R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(config["experiments"])]
-SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in ("curves", "final", "gap", "gradient_flow", "comparisons", "selections")}
+SUMMARY = {
+    name: f"{R}/summary/{name}.parquet"
+    for name in ("curves", "final", "gap", "gradient_flow", "comparisons", "selections")
+}
 MANIFESTS = [f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained]
+
 
 wildcard_constraints:
     key=r"t?[0-9a-f]{12}",
     name="|".join(config["selections"]) or "(?!)",
+
+
+def train_inputs(wildcards):
+    """Selection files and transfer source weights a training job reads."""
+    return STUDY.job_inputs(wildcards.key)
+
+
+def run_spec(wildcards):
+    """The run's spec (resolved, or a template with selection placeholders) as JSON."""
+    return json.dumps(STUDY.trained[wildcards.key].spec)
+
+
+def run_dir(wildcards):
+    return STUDY.run_dir(wildcards.key)
+
+
+def selection_inputs(wildcards):
+    """run.json of every run of the experiment a selection chooses from."""
+    return STUDY.selection_inputs(wildcards.name)
 
 
 def train_images(wildcards):

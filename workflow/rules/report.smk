@@ -1,4 +1,6 @@
-localrules: figures, report
+localrules:
+    figures,
+    report,
 
 
 rule figures:
@@ -6,10 +8,10 @@ rule figures:
         **SUMMARY,
     output:
         [report(f, caption="../report/figure.rst", category="Figures") for f in FIGURES],
-    conda:
-        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/figures.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/figures.py"
 
@@ -21,9 +23,9 @@ rule report:
         manifests=MANIFESTS,
     output:
         report(f"{R}/report.html", caption="../report/report.rst", category="Report"),
-    conda:
-        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/report.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/report.py"

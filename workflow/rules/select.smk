@@ -2,12 +2,12 @@
 # that use a choice are templates, planned up front, that read this file when they start.
 checkpoint select:
     input:
-        lambda w: STUDY.selection_inputs(w.name),
+        selection_inputs,
     output:
         f"{R}/selections/{{name}}.json",
-    conda:
-        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/select/{{name}}.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/select.py"

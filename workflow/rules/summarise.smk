@@ -1,4 +1,6 @@
-localrules: collect, summarise
+localrules:
+    collect,
+    summarise,
 
 
 rule collect:
@@ -8,10 +10,10 @@ rule collect:
     output:
         runs=directory(f"{R}/runs"),
         gradients=directory(f"{R}/gradients"),
-    conda:
-        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/collect.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/collect.py"
 
@@ -23,9 +25,9 @@ rule summarise:
         selections=SELECTIONS,
     output:
         **SUMMARY,
-    conda:
-        "../../environment.yml"
     log:
         f"logs/{STUDY.name}/summarise.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/summarise.py"

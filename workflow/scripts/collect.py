@@ -1,4 +1,7 @@
-from nnstudy.study import Study, collect, load_selections
+from nnstudy.logs import logged
 
-collect(Study(snakemake.config), load_selections(snakemake.input.selections), snakemake.output.runs,
-        snakemake.output.gradients)
+with logged(snakemake.log[0]):
+    from nnstudy.study import Study, collect, load_selections
+
+    collect(Study(snakemake.config), load_selections(snakemake.input.selections), snakemake.output.runs,
+            snakemake.output.gradients)

@@ -1,7 +1,9 @@
-from pathlib import Path
+from nnstudy.logs import logged
 
-from nnstudy import report
+with logged(snakemake.log[0]):
+    from pathlib import Path
+    from nnstudy import report
 
-names = [Path(p).stem for p in snakemake.input.summary]
-report.write(snakemake.config, dict(zip(names, snakemake.input.summary)), snakemake.input.figures,
-             snakemake.input.manifests, snakemake.output[0])
+    names = [Path(p).stem for p in snakemake.input.summary]
+    report.write(snakemake.config, dict(zip(names, snakemake.input.summary)), snakemake.input.figures,
+                 snakemake.input.manifests, snakemake.output[0])

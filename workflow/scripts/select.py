@@ -1,3 +1,6 @@
-from nnstudy.study import Study, select
+from nnstudy.logs import logged
 
-select(Study(snakemake.config), snakemake.wildcards.name, snakemake.output[0])
+with logged(snakemake.log[0]):
+    from nnstudy.study import Study, select
+
+    select(Study(snakemake.config), snakemake.wildcards.name, snakemake.output[0])

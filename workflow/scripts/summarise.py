@@ -1,5 +1,8 @@
-from nnstudy.aggregate import summarise_study
-from nnstudy.study import Study
+from nnstudy.logs import logged
 
-summarise_study(Study(snakemake.config), snakemake.input.selections, snakemake.input.runs,
-                snakemake.input.gradients, dict(snakemake.output.items()))
+with logged(snakemake.log[0]):
+    from nnstudy.aggregate import summarise_study
+    from nnstudy.study import Study
+
+    summarise_study(Study(snakemake.config), snakemake.input.selections, snakemake.input.runs,
+                    snakemake.input.gradients, dict(snakemake.output.items()))
