@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nnstudy import data, models, spec
-from nnstudy.telemetry import GradientStats
+from nnstudy.training.callbacks import GradientStats
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "demo-cifar10"
 
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolved = spec.resolve({"data": {"name": "imagefolder", "root": str(ROOT), "crop": 4, "flip": True},
-                             "model": {"preset": "baseline", "conv": [{"channels": c} for c in (8, 16, 32)],
+                             "model": {"name": "baseline", "conv": [{"channels": c} for c in (8, 16, 32)],
                                        "hidden": [64]}})
     d = data.build(resolved["data"], 0, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)

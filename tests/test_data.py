@@ -4,6 +4,8 @@ import torch
 from PIL import Image
 
 from nnstudy import data
+from nnstudy.data import sources
+from nnstudy.spec import resolve
 
 
 def test_halves_split_is_disjoint_stratified_and_swaps():
@@ -51,19 +53,17 @@ def test_imagefolder_pool_is_decoded_and_cached(tmp_path, monkeypatch):
             for i in range(3):
                 Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(
                     tmp_path / "img" / split / cls / f"{i}.png")
-    pool = data.load_pool("imagefolder", tmp_path / "img", train=True)
-    assert pool.x.shape == (6, 3, 6, 6) and pool.x.dtype == torch.uint8
-    assert pool.y.tolist() == [0, 0, 0, 1, 1, 1] and pool.classes == 2
+    x, y, test_x, _ = sources.imagefolder(root=str(tmp_path / "img"))
+    assert x.shape == (6, 3, 6, 6) and x.dtype == torch.uint8 and test_x.shape == (6, 3, 6, 6)
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]
     first = np.asarray(Image.open(tmp_path / "img" / "train" / "cat" / "0.png"))
-    assert np.array_equal(pool.x[0].permute(1, 2, 0).numpy(), first)
+    assert np.array_equal(x[0].permute(1, 2, 0).numpy(), first)
     assert len(list((tmp_path / "cache").glob("imagefolder-train-*.pt"))) == 1
 
 
 def test_training_split_statistics_normalise(shared_data, monkeypatch):
-    spec = {"name": "mnist", "root": str(shared_data), "download": False, "train_size": 2000, "test_size": 500,
-            "split": "holdout", "val_fraction": 0.1, "swap": False, "crop": 0, "flip": False,
-            "xor_samples": 4, "xor_noise": 0.0}
-    d = data.build(spec, seed=0, device=torch.device("cpu"))
+    spec = resolve({"data": {"name": "mnist", "root": str(shared_data), "train_size": 2000, "test_size": 500}})
+    d = data.build(spec["data"], seed=0, device=torch.device("cpu"))
     x = torch.cat([xb for xb, _ in d.batches("train", 512)])
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
     assert len(d.train_idx) == 1800 and len(d.val_idx) == 200 and len(d.test_y) == 500

@@ -10,11 +10,11 @@ from nnstudy import cli, spec as spec_mod
     ({"optim": {"lrr": 0.1}}, "spec.optim: unknown key 'lrr'; allowed keys: lr, momentum, name, nesterov, weight_decay"),
     ({"optim": {"lr": "fast"}}, "spec.optim.lr: 'fast' has the wrong type; expected number"),
     ({"data": {"name": "imagenet"}},
-     "spec.data.name: 'imagenet' is not allowed; allowed values: mnist, fashion_mnist, cifar10, cifar100, imagefolder, xor"),
-    ({"model": {"preset": "resnet"}}, "spec.model.preset: 'resnet' is not allowed; allowed values: baseline, small_cnn, wide_cnn, mlp4"),
-    ({"optim": {"name": "lion"}}, "spec.optim.name: 'lion' is not allowed; allowed values: sgd, adam, adamw, rmsprop"),
+     "spec.data.name: 'imagenet' is not a registered dataset; allowed values: mnist, fashion_mnist, cifar10, cifar100, imagefolder, xor"),
+    ({"model": {"preset": "resnet"}}, "spec.model.preset: 'resnet' is not a preset; allowed values: baseline, small_cnn, wide_cnn, mlp4"),
+    ({"optim": {"name": "lion"}}, "spec.optim.name: 'lion' is not a registered optimiser; allowed values: sgd, rmsprop, adam, adamw"),
     ({"model": {"activation": "swish"}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
-    ({"epochs": 3}, "spec: unknown key 'epochs'; allowed keys: data, loss, model, optim, schedule, seed, train, transfer"),
+    ({"epochs": 3}, "spec: unknown key 'epochs'; allowed keys: data, loss, model, optim, plugins, schedule, seed, train, transfer"),
     ({"train": {"epochs": 0}}, "spec.train.epochs: 0 is less than the minimum of 1"),
     ({"model": {"conv": [{"channels": "a"}]}}, "spec.model.conv.0.channels"),
 ])
@@ -34,8 +34,8 @@ def test_missing_data_names_root_and_option(tmp_path, capsys):
 
 
 def test_transfer_prefix_that_matches_nothing(tmp_path, shared_data, capsys):
-    from nnstudy import train
-    src = train.run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "src")
+    from nnstudy import training
+    src = training.run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "src")
     assert src["status"] == "completed"
     bad = mnist_spec(shared_data, transfer={"source": str(tmp_path / "src" / "model.pt"), "freeze": ["featurs"]})
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(bad))

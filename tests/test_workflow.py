@@ -155,7 +155,8 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
 
 @pytest.mark.parametrize("change, message", [
     ({"seedz": 3}, "study: unknown key 'seedz'; allowed keys: ci_level, comparisons, defaults, experiments"),
-    ({"experiments": {"lr": {"grid": {"optim.lrr": [0.1]}}}}, "'optim.lrr' is not a spec key; allowed under optim: lr, momentum"),
+    ({"experiments": {"lr": {"grid": {"optim.lrr": [0.1]}}}},
+     "'optim.lrr' is not a spec key; allowed under optim: alpha, betas, lr, momentum"),
     ({"defaults": {"model": {"activation": "swish"}}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
 ])
 def test_study_file_typo_fails_naming_the_key(tmp_path, change, message):

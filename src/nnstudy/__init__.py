@@ -1,2 +1,22 @@
-"""nnstudy: seeded neural-network studies with honest statistics."""
+"""nnstudy: seeded neural-network studies with honest statistics.
+
+For users' own code (a study's `plugins:`) and for reading runs back:
+
+    nnstudy.register_model(name)     decorate a factory (input_shape, classes, **params) -> nn.Module
+    nnstudy.register_dataset(name)   decorate a factory (**params) -> (train_x, train_y, test_x, test_y)
+    nnstudy.register_optimizer, register_schedule, register_loss
+    nnstudy.load_run(run_dir, weights="final"|"best")   spec, data and model of a finished run
+"""
+from .registry import (register_dataset, register_loss, register_model, register_optimizer,
+                       register_schedule)
+
 __version__ = "0.1.0"
+__all__ = ["load_run", "register_dataset", "register_loss", "register_model", "register_optimizer",
+           "register_schedule"]
+
+
+def load_run(run_dir, weights: str = "final", device=None):
+    """See nnstudy.runs.load_run (imported on use: it needs torch)."""
+    from .runs import load_run as _load_run
+
+    return _load_run(run_dir, weights, device)

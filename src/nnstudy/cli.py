@@ -1,18 +1,17 @@
 """Command line: `nnstudy train --spec spec.yaml --out DIR` trains one run (the workflow's
-training jobs call it with --spec-json and --selections)."""
+training jobs call it with --spec-json and --selections); `nnstudy list` prints what can be
+named in a spec."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .data import DataError
 from .spec import SpecError
 
 
 def _train(args) -> None:
-    import json
-
     from . import gpu, spec, study
 
     if args.spec_json is not None:
@@ -24,10 +23,25 @@ def _train(args) -> None:
     resolved = spec.resolve(raw)  # a bad spec stops here, before any work
     slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
 
-    from . import train
+    from . import training
 
-    manifest = train.run(resolved, args.out, threads=args.threads, device=args.device)
+    manifest = training.run(resolved, args.out, threads=args.threads, device=args.device)
     print(f"run {manifest['id']} {manifest['status']}: results in {Path(args.out).resolve()}")
+
+
+def _list(args) -> None:
+    from . import registry
+
+    registry.builtins()
+    registry.load_plugins(args.plugins, "--plugins")
+    for section, reg in registry.REGISTRIES.items():
+        print(f"{reg.kind}s ({section}.name; a factory {reg.describe_factory}):")
+        for e in reg.entries():
+            own = ", ".join(f"{k}={json.dumps(v.get('default'))}" for k, v in e.params.items())
+            what = f"= {e.target} with {json.dumps(e.defaults)}" if e.target else f"({own})" if own else ""
+            where = f"  [{e.origin.rsplit('@', 1)[0]}]" if e.origin else ""
+            doc = " ".join(e.doc.split("\n\n")[0].split())
+            print(f"  {e.name} {what}{where}\n      {doc}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.set_defaults(func=_train)
 
+    p = sub.add_parser("list", help="list the registered datasets, models, optimisers, schedules and losses")
+    p.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to load first")
+    p.set_defaults(func=_list)
+
     args = parser.parse_args(argv)
+    from .data.pool import DataError
+    from .models import ModelError
+    from .registry import RegistryError
+
     try:
         args.func(args)
-    except (SpecError, DataError) as e:
+    except (SpecError, DataError, ModelError, RegistryError) as e:
         print(f"nnstudy: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,7 +1,9 @@
 """Run specs: validation against the declared schema, preset expansion, identity (hash).
 
 A resolved spec is a plain nested dict with every default filled and no preset left, so two
-specs that train the same thing have the same hash, which is the run's id.
+specs that train the same thing have the same hash, which is the run's id. The parts of the
+schema that name registered components (data, model, optim, schedule, loss) are generated from
+the registries; user code a spec uses enters the hash through the SHA-256 of its source.
 """
 from __future__ import annotations
 
@@ -15,28 +17,48 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import registry
+
 SCHEMA_PATH = Path(__file__).with_name("study.schema.yaml")
-
-# Named architectures (issue 2). Widths are output channels / units; the class layer is implicit.
-PRESETS: dict[str, dict] = {
-    # Study baseline: three conv blocks (conv, activation, pooling), then two FC layers.
-    "baseline": {"conv": [{"channels": 32}, {"channels": 64}, {"channels": 128}], "hidden": [256]},
-    "small_cnn": {"conv": [{"channels": 32}, {"channels": 64}], "hidden": [128]},
-    "wide_cnn": {
-        "conv": [{"channels": [32, 64]}, {"channels": [128, 128]}, {"channels": [256, 256]}],
-        "hidden": [1024, 512],
-    },
-    "mlp4": {"conv": [], "hidden": [1024, 512, 256, 128]},
-}
-
 
 class SpecError(ValueError):
     """A bad spec or study file; the message names the key and what is allowed."""
 
 
 @cache
-def schema() -> dict:
+def _declared() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _section_schema(section: str, entry: registry.Entry | None) -> dict:
+    """The schema of one registry section: the shared keys of study.schema.yaml plus, for a
+    given entry, its own parameters (and nothing else); for None, every entry by its name."""
+    reg = registry.REGISTRIES[section]
+    declared = _declared()["$defs"]["spec"]["properties"][section]
+    if section == "loss":
+        return {**declared, "enum": reg.names()}
+    props = copy.deepcopy(declared["properties"])
+    props["name"]["enum"] = reg.names()
+    if entry is not None:
+        props["name"]["enum"] = [entry.name]
+        return {**declared, "properties": {**props, **copy.deepcopy(entry.params)}, "additionalProperties": False}
+    if section == "model":
+        props["preset"] = {"description": "The old spelling of a preset's name (model.name: baseline reads the same).",
+                           "enum": [e.name for e in reg.entries() if e.target]}
+    cases = [{"if": {"properties": {"name": {"const": e.name}}},
+              "then": {"properties": {**props, **e.params}, "additionalProperties": False}}
+             for e in reg.entries() if e.target is None]
+    return {**declared, "properties": props, "allOf": cases}
+
+
+def schema() -> dict:
+    """The study schema with the registries' names and parameters filled in (plugins included)."""
+    registry.builtins()
+    full = copy.deepcopy(_declared())
+    spec_props = full["$defs"]["spec"]["properties"]
+    for section in registry.REGISTRIES:
+        spec_props[section] = _section_schema(section, None)
+    return full
 
 
 def _with_defaults(cls):
@@ -76,7 +98,7 @@ def check(instance: Any, sch: dict, where: str = "") -> None:
 
     Raises SpecError naming the first offending key path and the allowed keys or values.
     """
-    full = {"$defs": schema()["$defs"], **sch}
+    full = {"$defs": _declared()["$defs"], **sch}
     errors = sorted(_Filling(full).iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         err = errors[0]
@@ -86,23 +108,71 @@ def check(instance: Any, sch: dict, where: str = "") -> None:
         raise SpecError(_describe(err, where))
 
 
-def resolve(spec: dict) -> dict:
-    """Validate a (partial) run spec and return it resolved: preset expanded, defaults filled."""
-    if not isinstance(spec, dict):
-        raise SpecError(f"spec: expected a mapping, got {type(spec).__name__}")
-    spec = copy.deepcopy(spec)
+def _entries(spec: dict) -> dict[str, registry.Entry]:
+    """Pick each section's registered entry by name, expanding a preset into its parameters."""
     model = spec.get("model")
     if isinstance(model, dict) and "preset" in model:
-        preset = model.pop("preset")
-        if preset not in PRESETS:
-            raise SpecError(f"spec.model.preset: {preset!r} is not allowed; allowed values: {', '.join(PRESETS)}")
-        spec["model"] = {**copy.deepcopy(PRESETS[preset]), **model}
-    check(spec, {"$ref": "#/$defs/spec"}, where="spec")
-    for block in spec["model"]["conv"]:
-        if isinstance(block["channels"], int):
-            block["channels"] = [block["channels"]]
+        if "name" in model:
+            raise SpecError("spec.model: give name or preset (its old spelling), not both")
+        presets = [e.name for e in registry.MODELS.entries() if e.target]
+        if model["preset"] not in presets:
+            raise SpecError(f"spec.model.preset: {model['preset']!r} is not a preset; allowed values: "
+                            f"{', '.join(presets)} (other models: model.name)")
+        model["name"] = model.pop("preset")
+    picked = {}
+    for section, reg in registry.REGISTRIES.items():
+        block = spec.setdefault(section, copy.deepcopy(_declared()["$defs"]["spec"]["properties"][section]["default"]))
+        if section == "loss":
+            picked[section] = reg.get(block, "spec.loss")
+            continue
+        if not isinstance(block, dict):
+            continue  # the schema check names the wrong type
+        default = _declared()["$defs"]["spec"]["properties"][section]["properties"]["name"]["default"]
+        entry = reg.get(block.get("name", default), f"spec.{section}.name")
+        if entry.target:
+            spec[section] = block = {**copy.deepcopy(entry.defaults), **block, "name": entry.target}
+            entry = reg.get(entry.target)
+        block["name"] = entry.name
+        picked[section] = entry
+    return picked
+
+
+def _plugins(raw) -> None:
+    """Load the plugins a spec names; a resolved spec's must still have the recorded content."""
+    if isinstance(raw, list):
+        registry.load_plugins(raw, "spec.plugins")
+    elif isinstance(raw, dict):
+        for ref, sha in raw.items():
+            now = registry.load_plugin(ref, "spec.plugins")
+            if now != sha:
+                raise SpecError(f"spec.plugins: {ref} has changed since this spec was resolved "
+                                f"(sha256 {sha[:12]}..., now {now[:12]}...)")
+
+
+def resolve(spec: dict) -> dict:
+    """Validate a (partial) run spec and return it resolved: preset expanded, defaults filled,
+    and `plugins` narrowed to {file or module: sha256} of the plugins whose entries it uses."""
+    if not isinstance(spec, dict):
+        raise SpecError(f"spec: expected a mapping, got {type(spec).__name__}")
+    registry.builtins()
+    spec = copy.deepcopy(spec)
+    try:
+        _plugins(spec.get("plugins", []))
+    except registry.RegistryError as e:
+        raise SpecError(str(e)) from None
+    picked = _entries(spec)
+    concrete = copy.deepcopy(_declared()["$defs"]["spec"])
+    for section, entry in picked.items():
+        concrete["properties"][section] = _section_schema(section, entry)
+    check(spec, concrete, where="spec")
+    for section, entry in picked.items():
+        canonical = entry.extra.get("canonical")
+        if canonical:
+            canonical(spec[section], f"spec.{section}")
     if spec["schedule"]["name"] == "warmup" and spec["schedule"]["warmup_epochs"] < 1:
         raise SpecError("spec.schedule.warmup_epochs: must be >= 1 for schedule 'warmup'")
+    used = dict(sorted(filter(None, (registry.origin_ref(e) for e in picked.values()))))
+    spec["plugins"] = used
     return spec
 
 
@@ -131,11 +201,14 @@ def set_(spec: dict, dotted: str, value: Any) -> None:
 
 
 def check_dotted(dotted: str, where: str) -> None:
-    """Raise SpecError unless `dotted` names a key of the run spec."""
+    """Raise SpecError unless `dotted` names a key of the run spec (for a registry section: a key
+    that the section shares or that some registered entry takes)."""
     node = schema()["$defs"]["spec"]
     walked = []
     for part in dotted.split("."):
-        props = node.get("properties", {})
+        props = dict(node.get("properties", {}))
+        for case in node.get("allOf", []):
+            props.update(case["then"]["properties"])
         if part not in props:
             at = ".".join(walked) or "spec"
             raise SpecError(f"{where}: {dotted!r} is not a spec key; allowed under {at}: {', '.join(sorted(props))}")

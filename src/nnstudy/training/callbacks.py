@@ -1,4 +1,6 @@
-"""Per-layer gradient statistics, accumulated on the device and synced once per epoch."""
+"""Per-step callbacks of the training loop. A callback has `after_backward()` (called after each
+backward pass, before the optimiser step) and `end_epoch(run, epoch) -> rows` (its records of
+the epoch). Gradient statistics is one: accumulated on the device, synced once per epoch."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""A study file -> the table of runs, the selections made on validation data, the labelled data.
+"""The run table of a study file: every (experiment, variant, seed), its spec and its identity.
 
 Every row of the run table is one (experiment, variant, seed). Its spec is either concrete
 (trained under its id) or a template holding `{select: NAME}` placeholders: values chosen by a
@@ -13,14 +13,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pandas as pd
-
-from . import schemas, spec as spec_mod, stats
-from .spec import SpecError
+from .. import registry, spec as spec_mod
+from ..spec import SpecError
 
 RESULTS = "results"
 
@@ -83,6 +79,10 @@ class Study:
 
     def __init__(self, config: dict):
         self.config = copy.deepcopy(config)
+        try:  # first: the schema's names and parameters include the plugins' entries
+            self.plugins = registry.load_plugins(self.config.get("plugins", []), "study.plugins")
+        except registry.RegistryError as e:
+            raise SpecError(str(e)) from None
         spec_mod.check(self.config, spec_mod.schema(), where="study")
         c = self.config
         self.name = c["study"]
@@ -97,6 +97,7 @@ class Study:
         self.defaults = defaults
         self._check_references()
         self.rows: list[Row] = []
+        self.resolved_choices: list[tuple[str, dict]] = []  # (where, resolved spec) of template choices
         concrete: dict[str, Row] = {}
         # Transfer experiments last: their rows point at their source experiment's rows.
         for exp in sorted(c["experiments"], key=lambda e: "transfer_from" in c["experiments"][e]):
@@ -164,6 +165,7 @@ class Study:
         for key, value in {**self.config["experiments"][exp]["set"], **values}.items():
             spec_mod.set_(spec, key, copy.deepcopy(value))
         spec["seed"] = seed
+        spec["plugins"] = dict(self.plugins)  # resolve keeps those of the entries it uses
         return spec
 
     def _row(self, exp: str, values: dict, seed: int, concrete: dict) -> Row:
@@ -184,15 +186,19 @@ class Study:
             return row
         # A template: check that each choice gives a valid spec, and whether each is a run of
         # the selection's own experiment already (then it is borrowed, not trained again).
-        choices = {}
+        choices, used = {}, {}
         for combo in itertools.product(*(self.eligible(s) for s in sorted(wanted))):
             chosen = dict(zip(sorted(wanted), combo))
             try:
-                choices[tuple(map(fmt, combo))] = spec_mod.run_id(spec_mod.resolve(materialise(spec, chosen)))
+                resolved = spec_mod.resolve(materialise(spec, chosen))
             except SpecError as e:
                 raise SpecError(f"{where} (variant {label}, with {chosen}): {e}") from None
+            choices[tuple(map(fmt, combo))] = spec_mod.run_id(resolved)
+            used.update(resolved["plugins"])
+            self.resolved_choices.append((f"{where} (variant {label})", resolved))
         if len(wanted) == 1 and all(k in concrete for k in choices.values()):
             return Row(exp, label, seed, values, spec, "", {k[0]: v for k, v in choices.items()})
+        spec["plugins"] = dict(sorted(used.items()))  # so only the code its choices use is its identity
         return Row(exp, label, seed, values, spec, "t" + spec_mod.run_id(spec))
 
     def _source(self, exp: str, source_exp: str, spec: dict, seed: int):
@@ -230,6 +236,20 @@ class Study:
         eligible = {fmt(v) for v in self.eligible(name)}
         return {"select": name, "from": {k[0]: path(row) for k, row in matches.items() if k[0] in eligible}}
 
+    def check_plugins(self) -> None:
+        """Build once every model and dataset a plugin provides, as the study uses them, so that a
+        factory that raises or returns the wrong type stops the study before any job starts."""
+        from ..training.build import check_factories
+
+        specs = [(f"study.experiments.{r.experiment} (variant {r.variant})", r.spec) for r in self.rows
+                 if r.key and not r.needs] + self.resolved_choices
+        seen = set()
+        for where, resolved in specs:
+            key = json.dumps([resolved["data"], resolved["model"], resolved["loss"]], sort_keys=True)
+            if resolved["plugins"] and key not in seen:
+                seen.add(key)
+                check_factories(resolved, where)
+
     # -- what the workflow asks ----------------------------------------------------------
     def rows_of(self, experiment: str) -> list[Row]:
         return [r for r in self.rows if r.experiment == experiment]
@@ -258,84 +278,3 @@ def _has(spec: dict, dotted: str) -> bool:
         return True
     except (KeyError, TypeError):
         return False
-
-
-def load_selections(paths) -> dict:
-    """{name: value} from selection files."""
-    out = {}
-    for p in paths:
-        blob = json.loads(Path(p).read_text())
-        out[blob["name"]] = blob["value"]
-    return out
-
-
-def select(study: Study, name: str, out: Path) -> dict:
-    """Choose the value of a grid key by the mean final validation metric over seeds; write the
-    choice with its evidence (every candidate's mean, std, n) as JSON."""
-    sel = study.config["selections"][name]
-    metric, rule = study.config["selection_metric"], study.config["final"]
-    frames = []
-    for row in study.rows_of(sel["experiment"]):
-        m = schemas.read(Path(study.run_dir(row.key)) / "metrics.parquet", schemas.METRICS)
-        frames.append(m.assign(value=fmt(row.values[sel["key"]]), seed=row.seed))
-    df = pd.concat(frames, ignore_index=True)
-    fin = stats.final(df, rule, metric).query("split == 'val'")
-    if fin.empty:
-        raise SpecError(f"study.selections.{name}: experiment {sel['experiment']} has no validation split to select on")
-    summary = stats.summarise(fin, ["value"], metric, study.config["ci_level"]).set_index("value")
-    eligible = [fmt(v) for v in study.eligible(name)]
-    candidates = []
-    best, best_score = None, -math.inf
-    for raw in study.config["experiments"][sel["experiment"]]["grid"][sel["key"]]:
-        v = fmt(raw)
-        row = summary.loc[v]
-        score = row["mean"] if metric == "accuracy" else -row["mean"]
-        ok = v in eligible and math.isfinite(score)
-        if ok and score > best_score:
-            best, best_score = raw, score
-        candidates.append({"value": raw, "eligible": v in eligible, "mean": _num(row["mean"]),
-                           "std": _num(row["std"]), "n": int(row["n_seeds"]), "n_nan": int(row["n_nan"])})
-    if best is None:
-        raise RuntimeError(f"selection {name}: every eligible candidate has a non-finite {metric}")
-    blob = {"name": name, "experiment": sel["experiment"], "key": sel["key"], "value": best,
-            "chosen_on": f"val {metric}, mean over seeds of each run's final epoch ({rule})",
-            "goal": "max" if metric == "accuracy" else "min", "candidates": candidates}
-    schemas.write_text(json.dumps(blob, indent=2) + "\n", out)
-    return blob
-
-
-def _num(x):
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
-def labelled(study: Study, selections: dict) -> pd.DataFrame:
-    """The run table with selections applied: experiment, variant, seed, key (train dir), run
-    (id), and one column per grid key (dotted name) with that row's value."""
-    grid_keys = list(dict.fromkeys(k for e in study.config["experiments"] for k in study.config["experiments"][e]["grid"]))
-    rows = []
-    for r in study.rows:
-        picked = {n: selections[n] for n in r.needs}
-        values = materialise(r.values, picked)
-        key = r.borrow[fmt(picked[next(iter(r.needs))])] if r.borrow else r.key
-        variant = study.label(r.experiment, values)
-        rows.append({"experiment": r.experiment, "variant": variant, "seed": r.seed, "key": key,
-                     **{k: values.get(k) for k in grid_keys}})
-    table = pd.DataFrame(rows, columns=["experiment", "variant", "seed", "key", *grid_keys])
-    for k in grid_keys:  # one type per column: mixed types are shown as in the variant labels
-        kinds = {type(v) for v in table[k] if v is not None and v == v}
-        if (len(kinds) > 1 and kinds != {int, float}) or kinds & {list, dict}:
-            table[k] = table[k].map(lambda v: None if v is None or v != v else fmt(v))
-    return table
-
-
-def collect(study: Study, selections: dict, runs_out: Path, gradients_out: Path) -> None:
-    """Write the labelled per-epoch metrics and gradient statistics of the whole study as
-    Parquet datasets partitioned by experiment (so one read_parquet returns the study).
-    A run that several (experiment, variant) rows share appears once under each."""
-    table = labelled(study, selections)
-    keys = table["key"].unique()
-    for name, schema, out in (("metrics", schemas.METRICS, runs_out), ("gradients", schemas.GRADIENTS, gradients_out)):
-        data = pd.concat([schemas.read(Path(study.run_dir(k)) / f"{name}.parquet", schema).assign(key=k)
-                          for k in keys], ignore_index=True)
-        full = table.merge(data, on="key").drop(columns="key")
-        schemas.write_dataset(full, schemas.labelled(schema, table.drop(columns="key")), out, partition="experiment")

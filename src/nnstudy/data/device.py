@@ -1,0 +1,161 @@
+"""A run's data on its device: the registered dataset's tensors, subset, split by the seed,
+normalised and augmented per batch, batched by indexing (no DataLoader)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import registry
+from .pool import SUBSET_SEED, DataError, Pool, split, stratified_take
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MIN_STD = 1e-3  # a constant channel is scaled by this instead of dividing by zero
+
+
+@dataclass
+class Data:
+    """Pools on the device, split indices, normalisation, resizing and augmentation."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    classes: int
+    mean: torch.Tensor | None  # per channel, (1, C, 1, 1); None for float features (no scaling)
+    std: torch.Tensor | None
+    resize: tuple[int, int] | None
+    crop: int
+    flip: bool
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        shape = tuple(self.train_x.shape[1:])
+        return (shape[0], *self.resize) if self.resize else shape
+
+    def prepare(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 batch -> float batch in [0, 1], normalised and resized; with `gen`, augmented."""
+        if x.dtype != torch.uint8:
+            return x
+        x = x.float() / 255
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        if self.resize:
+            x = torch.nn.functional.interpolate(x, size=self.resize, mode="bilinear", align_corners=False,
+                                                antialias=True)
+        if gen is not None and self.flip:
+            mask = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        if gen is not None and self.crop:
+            x = random_crop(x, self.crop, gen)
+        return x
+
+    def batches(self, which: str, batch_size: int, gen: torch.Generator | None = None):
+        """Yield (x, y) batches of the train/val/test split; shuffled and augmented with `gen`."""
+        if which == "test":
+            xs, ys, idx = self.test_x, self.test_y, torch.arange(len(self.test_y))
+        else:
+            xs, ys, idx = self.train_x, self.train_y, self.train_idx if which == "train" else self.val_idx
+        if gen is not None:
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+        idx = idx.to(xs.device)
+        for start in range(0, len(idx), batch_size):
+            b = idx[start:start + batch_size]
+            yield self.prepare(xs[b], gen), ys[b]
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Per-sample random crop of a zero-padded batch back to its size (one gather, no loop)."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=gen).to(x.device)
+    rows = (torch.arange(h, device=x.device) + dy)[:, None, :, None]
+    cols = (torch.arange(w, device=x.device) + dx)[:, None, None, :]
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+def _checked(entry: registry.Entry, out) -> tuple[Pool, Pool]:
+    """The factory's tensors as two pools, or a DataError saying what is wrong with them."""
+    who = f"dataset {entry.name!r}" + (f" of plugin {entry.origin.rsplit('@', 1)[0]}" if entry.origin else "")
+    if not (isinstance(out, (tuple, list)) and len(out) == 4 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise DataError(f"spec.data: {who} must return (train_x, train_y, test_x, test_y) tensors")
+    pools = (Pool(out[0], out[1]), Pool(out[2], out[3]))
+    for which, pool in zip(("train", "test"), pools):
+        if pool.x.dtype != torch.uint8 and not pool.x.is_floating_point():
+            raise DataError(f"spec.data: {who}: {which}_x is {pool.x.dtype}; uint8 images or float features")
+        if pool.x.dtype == torch.uint8 and pool.x.ndim != 4:
+            raise DataError(f"spec.data: {who}: uint8 {which}_x must be images (N, C, H, W), got {tuple(pool.x.shape)}")
+        if pool.y.dtype != torch.int64 or pool.y.ndim != 1 or len(pool.y) != len(pool.x) or len(pool.y) == 0:
+            raise DataError(f"spec.data: {who}: {which}_y must be int64 labels, one per sample (got "
+                            f"{pool.y.dtype} {tuple(pool.y.shape)} for {len(pool.x)} samples)")
+        if int(pool.y.min()) < 0:
+            raise DataError(f"spec.data: {who}: {which}_y has negative labels")
+    if pools[0].x.shape[1:] != pools[1].x.shape[1:]:
+        raise DataError(f"spec.data: {who}: train samples are {tuple(pools[0].x.shape[1:])}, test samples "
+                        f"{tuple(pools[1].x.shape[1:])}; they must have one shape")
+    return pools
+
+
+def pools(data_spec: dict) -> tuple[Pool, Pool]:
+    """The registered dataset's (train, test) pools, subset to train_size / test_size."""
+    entry = registry.DATASETS.get(data_spec["name"], "spec.data.name")
+    params = {k: data_spec[k] for k in entry.params}
+    try:
+        out = entry.factory(**params)
+    except DataError:
+        raise
+    except Exception as e:
+        if entry.origin is None and isinstance(e, OSError):
+            raise DataError(f"spec.data: {entry.name}: {e}") from None
+        if entry.origin is None:
+            raise
+        raise DataError(f"spec.data: dataset {entry.name!r} of plugin {entry.origin.rsplit('@', 1)[0]} "
+                        f"failed: {type(e).__name__}: {e}") from None
+    train, test = _checked(entry, out)
+    gen = torch.Generator().manual_seed(SUBSET_SEED)
+    for pool, key in ((train, "train_size"), (test, "test_size")):
+        size = data_spec[key]
+        if size is not None and size > len(pool.y):
+            raise DataError(f"spec.data.{key}: {size} is more than the {len(pool.y)} samples of {data_spec['name']}")
+        if size is not None and size < len(pool.y):
+            keep = stratified_take(pool.y, size, gen)
+            pool.x, pool.y = pool.x[keep], pool.y[keep]
+    return train, test
+
+
+def _normalisation(data_spec: dict, x: torch.Tensor, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mean, std) shaped (1, C, 1, 1) for uint8 images, or (None, None) (features; normalize none)."""
+    how = data_spec["normalize"]
+    if x.dtype != torch.uint8 or how == "none":
+        return None, None
+    channels = x.shape[1]
+    if how == "train":
+        xs = x.float() / 255
+        mean, std = xs.mean((0, 2, 3)), xs.std((0, 2, 3)).clamp_min(MIN_STD)
+    else:
+        mean, std = (torch.tensor(v) for v in (IMAGENET if how == "imagenet" else (how["mean"], how["std"])))
+        if len(mean) != channels or len(std) != channels:
+            raise DataError(f"spec.data.normalize: {len(mean)} means and {len(std)} stds for {channels}-channel images")
+    return mean.float().view(1, -1, 1, 1).to(device), std.float().view(1, -1, 1, 1).to(device)
+
+
+def build(data_spec: dict, seed: int, device: torch.device) -> Data:
+    """The run's Data from the resolved `spec['data']` and the run's seed."""
+    train, test = pools(data_spec)
+    train_idx, val_idx = split(train.y, data_spec["split"], data_spec["val_fraction"], data_spec["swap"], seed)
+    if len(train_idx) == 0:
+        raise DataError(f"spec.data: the {data_spec['split']} split leaves no training samples")
+    mean, std = _normalisation(data_spec, train.x[train_idx], device)
+    resize = data_spec["resize"]
+    if resize is not None and train.x.dtype != torch.uint8:
+        raise DataError("spec.data.resize: only images can be resized")
+    return Data(
+        train_x=train.x.to(device), train_y=train.y.to(device), test_x=test.x.to(device), test_y=test.y.to(device),
+        train_idx=train_idx, val_idx=val_idx, classes=int(max(train.y.max(), test.y.max())) + 1,
+        mean=mean, std=std, resize=(resize, resize) if isinstance(resize, int) else tuple(resize) if resize else None,
+        crop=data_spec["crop"], flip=data_spec["flip"],
+    )
+
+

@@ -1,0 +1,8 @@
+"""A study file -> the run table (plan), the choices made on validation data (selection), the
+labelled data of every run (collect)."""
+from .collect import collect, labelled
+from .plan import Row, Study, fmt, is_placeholder, materialise, needs
+from .selection import load_selections, select
+
+__all__ = ["Row", "Study", "collect", "fmt", "is_placeholder", "labelled", "load_selections", "materialise",
+           "needs", "select"]

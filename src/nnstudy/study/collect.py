@@ -1,0 +1,43 @@
+"""The study's runs labelled with their experiment, variant, seed and grid values, collected
+into Parquet datasets (one read_parquet returns the study)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import schemas
+from .plan import Study, fmt, materialise
+
+
+def labelled(study: Study, selections: dict) -> pd.DataFrame:
+    """The run table with selections applied: experiment, variant, seed, key (train dir), run
+    (id), and one column per grid key (dotted name) with that row's value."""
+    grid_keys = list(dict.fromkeys(k for e in study.config["experiments"] for k in study.config["experiments"][e]["grid"]))
+    rows = []
+    for r in study.rows:
+        picked = {n: selections[n] for n in r.needs}
+        values = materialise(r.values, picked)
+        key = r.borrow[fmt(picked[next(iter(r.needs))])] if r.borrow else r.key
+        variant = study.label(r.experiment, values)
+        rows.append({"experiment": r.experiment, "variant": variant, "seed": r.seed, "key": key,
+                     **{k: values.get(k) for k in grid_keys}})
+    table = pd.DataFrame(rows, columns=["experiment", "variant", "seed", "key", *grid_keys])
+    for k in grid_keys:  # one type per column: mixed types are shown as in the variant labels
+        kinds = {type(v) for v in table[k] if v is not None and v == v}
+        if (len(kinds) > 1 and kinds != {int, float}) or kinds & {list, dict}:
+            table[k] = table[k].map(lambda v: None if v is None or v != v else fmt(v))
+    return table
+
+
+def collect(study: Study, selections: dict, runs_out: Path, gradients_out: Path) -> None:
+    """Write the labelled per-epoch metrics and gradient statistics of the whole study as
+    Parquet datasets partitioned by experiment (so one read_parquet returns the study).
+    A run that several (experiment, variant) rows share appears once under each."""
+    table = labelled(study, selections)
+    keys = table["key"].unique()
+    for name, schema, out in (("metrics", schemas.METRICS, runs_out), ("gradients", schemas.GRADIENTS, gradients_out)):
+        data = pd.concat([schemas.read(Path(study.run_dir(k)) / f"{name}.parquet", schema).assign(key=k)
+                          for k in keys], ignore_index=True)
+        full = table.merge(data, on="key").drop(columns="key")
+        schemas.write_dataset(full, schemas.labelled(schema, table.drop(columns="key")), out, partition="experiment")

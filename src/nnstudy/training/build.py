@@ -1,0 +1,74 @@
+"""A run built from its resolved spec: its data with the seed's split, its model (initialised
+by the seed, source weights loaded, layers frozen) and its loss. Training and `load_run` share it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import data as data_mod, models, registry
+from ..spec import SpecError, run_id
+from . import transfer
+
+
+@dataclass
+class Built:
+    spec: dict
+    id: str
+    device: torch.device
+    data: data_mod.Data
+    model: nn.Module
+    loss: registry.Entry
+    frozen: set[str]
+    channels_last: bool
+
+    def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss.factory(logits, y)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.loss.extra["predict"](logits)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    import os
+
+    name = requested or os.environ.get("NNSTUDY_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build(resolved: dict, device: torch.device, with_transfer: bool = True) -> Built:
+    """Data, model and loss of a resolved spec on `device`. The model is initialised by the
+    seed; with_transfer loads the transfer source and applies reinit/freeze."""
+    seed = resolved["seed"]
+    data = data_mod.build(resolved["data"], seed, device)
+    loss = registry.LOSSES.get(resolved["loss"], "spec.loss")
+    torch.manual_seed(seed)
+    model = models.build(resolved["model"], data.input_shape, loss.extra["outputs"](data.classes)).to(device)
+    channels_last = models.has_conv(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    frozen = transfer.apply(model, resolved["transfer"], device) if with_transfer else set()
+    if with_transfer and not any(p.requires_grad for p in model.parameters()):
+        raise SpecError("spec.transfer.freeze: every parameter is frozen; nothing would train")
+    return Built(resolved, run_id(resolved), device, data, model, loss, frozen, channels_last)
+
+
+def check_factories(resolved: dict, where: str) -> None:
+    """Build the spec's data pools and model on the CPU (what a training job does first), so
+    broken user code is reported at plan time, with `where` (the study key) in the message."""
+    from ..data.pool import DataError
+
+    try:
+        train, _ = data_mod.pools(resolved["data"])
+        shape = tuple(train.x.shape[1:])
+        if resolved["data"]["resize"] is not None:
+            size = resolved["data"]["resize"]
+            shape = (shape[0], *((size, size) if isinstance(size, int) else size))
+        loss = registry.LOSSES.get(resolved["loss"], "spec.loss")
+        models.build(resolved["model"], shape, loss.extra["outputs"](int(train.y.max()) + 1))
+    except (SpecError, DataError, models.ModelError, registry.RegistryError) as e:
+        raise SpecError(f"{where}: {e}") from None

@@ -1,0 +1,124 @@
+"""One seeded training run: a pure function of a resolved spec (and the content of any plugin
+it uses), recorded as Parquet.
+
+`run(spec, out)` writes into `out`:
+  metrics.parquet, gradients.parquet  (schemas.METRICS / schemas.GRADIENTS)
+  model.pt   final weights            best.pt  weights of the best validation epoch
+  run.json   spec, id, provenance, status (written last: its presence means "done")
+  checkpoint.pt while running         (every epoch; a killed run resumes from it)
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .. import models, schemas
+from ..spec import SpecError, resolve, run_id
+from . import checkpoint, provenance, transfer
+from .build import Built, build, pick_device
+from .callbacks import GradientStats
+from .checkpoint import RunState
+from .epoch import evaluate, train_epoch
+from .optim import lr_at, make_optimizer
+
+
+def run(spec: dict, out: str | Path, threads: int | None = None, device: str | None = None,
+        progress: bool | None = None) -> dict:
+    """Train the run described by `spec` into `out` (resuming from a checkpoint there) and
+    return its manifest (run.json). A finished run in `out` is returned as it is."""
+    resolved = resolve(spec)
+    rid, out = run_id(resolved), Path(out)
+    if (out / "run.json").exists():
+        manifest = json.loads((out / "run.json").read_text())
+        if manifest["id"] != rid:
+            raise SpecError(f"{out} holds run {manifest['id']}, not {rid}: choose another --out")
+        return manifest
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+
+    def log(msg: str) -> None:
+        print(f"nnstudy[{rid}]: {msg}", file=sys.stderr, flush=True)
+
+    log(f"training on the CPU ({torch.get_num_threads()} threads)" if dev.type == "cpu"
+        else f"training on {dev} ({torch.cuda.get_device_name(dev)})")
+    r = build(resolved, dev)
+    optimizer = make_optimizer([p for p in r.model.parameters() if p.requires_grad], resolved["optim"])
+    callbacks = ([GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))]
+                 if resolved["train"]["gradients"] else [])
+    gen = torch.Generator().manual_seed(resolved["seed"])  # data order and augmentation
+    state = RunState.restore(out / "checkpoint.pt", rid, r.model, optimizer, gen, dev, log)
+    epochs = resolved["train"]["epochs"]
+    bar = tqdm(total=epochs, initial=state.epoch, desc=rid, unit="epoch", leave=False, file=sys.stderr,
+               disable=None if progress is None else not progress)
+    t_segment = time.perf_counter() - state.elapsed
+    frozen_modules = transfer.frozen_modules(r.model, r.frozen)
+    for epoch in range(state.epoch + 1, epochs + 1):
+        one_epoch(r, state, optimizer, frozen_modules, callbacks, gen, epoch, t_segment, out)
+        state.save(out / "checkpoint.pt", rid, r.model, optimizer, gen, dev)
+        bar.update(1)
+        bar.set_postfix(loss=f"{state.metrics[-1]['loss']:.3f}")
+        if state.diverged:
+            log(f"loss is not finite at epoch {epoch}: stopped, marked diverged")
+            break
+    bar.close()
+    manifest = finish(r, state, out)
+    log(f"{manifest['status']} after {state.epoch} epochs: {out}")
+    return manifest
+
+
+def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, gen, epoch: int,
+              t_segment: float, out: Path) -> None:
+    """Train one epoch, evaluate every split (on eval epochs), record metrics, gradient rows and
+    the best-validation weights into `state`."""
+    tr = r.spec["train"]
+    t0 = time.perf_counter()
+    lr = lr_at(r.spec["schedule"], r.spec["optim"]["lr"], epoch, tr["epochs"])
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    run_loss, run_acc, n_seen = train_epoch(r, optimizer, frozen_modules, tr["batch_size"], gen, callbacks)
+    state.samples += n_seen
+    diverged = not math.isfinite(run_loss)
+    evaluated = epoch % tr["eval_every"] == 0 or epoch == tr["epochs"] or diverged
+    results = {which: evaluate(r, which, tr["eval_batch_size"]) if evaluated else (math.nan, math.nan)
+               for which in schemas.SPLITS if which != "val" or len(r.data.val_idx)}
+    epoch_time = time.perf_counter() - t0
+    for which, (loss_v, acc_v) in results.items():
+        state.metrics.append(dict(
+            run=r.id, epoch=epoch, split=which, loss=loss_v, accuracy=acc_v,
+            running_loss=run_loss if which == "train" else math.nan,
+            running_accuracy=run_acc if which == "train" else math.nan,
+            lr=lr, samples_seen=state.samples, epoch_time=epoch_time,
+            wall_time=time.perf_counter() - t_segment, diverged=diverged,
+        ))
+    for cb in callbacks:
+        state.gradients.extend(cb.end_epoch(r.id, epoch))
+    if "val" in results and evaluated and results["val"][1] > state.best_val:
+        state.best_val = results["val"][1]
+        checkpoint.save(r.model.state_dict(), out / "best.pt")
+    state.epoch, state.elapsed, state.diverged = epoch, time.perf_counter() - t_segment, diverged
+
+
+def finish(r: Built, state: RunState, out: Path) -> dict:
+    """Write the run's Parquet files, final weights and, last, run.json; drop the checkpoint."""
+    schemas.write(pd.DataFrame(state.metrics, columns=schemas.METRICS.names), schemas.METRICS,
+                  out / "metrics.parquet")
+    schemas.write(pd.DataFrame(state.gradients, columns=schemas.GRADIENTS.names), schemas.GRADIENTS,
+                  out / "gradients.parquet")
+    checkpoint.save(r.model.state_dict(), out / "model.pt")
+    manifest = {
+        "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec,
+        "epochs_completed": state.epoch, "resumed_from": state.resumed_from,
+        "git": provenance.git(), "versions": provenance.versions(), **provenance.machine(r.device),
+        "started": state.started, "ended": provenance.now(), "train_seconds": state.elapsed,
+    }
+    schemas.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", out / "run.json")
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return manifest
