@@ -7,7 +7,7 @@ from nnstudy import schemas, stats
 
 def _metrics_row(**kw):
     row = dict(run="r", epoch=1, split="train", loss=0.5, accuracy=0.9, running_loss=0.6, running_accuracy=0.8,
-               lr=0.1, samples_seen=10, epoch_time=1.0, wall_time=1.0, diverged=False)
+               lr=0.1, samples_seen=10, epoch_time=1.0, wall_time=1.0, diverged=False, stopped_epoch=None)
     return {**row, **kw}
 
 

@@ -41,6 +41,18 @@ def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{experiment}: {metric} ({_n(d) if len(d) else 'n = 0'}; band: mean ± 1 std)", fontsize=9)
+    if d["n_seeds"].nunique() > 1:
+        n_panel(ax.twinx(), d, colours)
+    return ax
+
+
+def n_panel(ax, d: pd.DataFrame, colours: list):
+    """How many runs each epoch's mean is over (runs stopped early drop out, never carried on)."""
+    for i, variant in enumerate(_variants(d)):
+        s = d[d["variant"] == variant].groupby("epoch")["n_seeds"].max()
+        ax.step(s.index, s.to_numpy(), where="mid", color=colours[i % len(colours)], alpha=0.5, linewidth=0.8)
+    ax.set_ylabel("n (runs, thin steps)")
+    ax.set_ylim(0, d["n_seeds"].max() + 0.5)
     return ax
 
 

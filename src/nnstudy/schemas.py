@@ -23,6 +23,7 @@ METRICS = pa.schema([
     ("epoch_time", f64),  # seconds spent in this epoch (training + evaluation)
     ("wall_time", f64),   # seconds since the run started, summed over resumed segments
     ("diverged", b),
+    ("stopped_epoch", i32),  # the epoch early stopping ended the run at; null if it ran its epochs
 ])
 
 # One row per (epoch, parameter tensor) of the trainable parameters.

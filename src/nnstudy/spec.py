@@ -217,10 +217,16 @@ def check_dotted(dotted: str, where: str) -> None:
 
 
 def read(path: Path) -> dict:
-    """Read a YAML (or JSON) spec file, unresolved."""
+    """Read a YAML (or JSON: *.json) spec file, unresolved."""
+    path = Path(path)
     try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise SpecError(f"spec file not found: {path}") from None
+        text = path.read_text()
+        if path.suffix == ".json":  # YAML 1.1 would read JSON's 1e-09 as a string
+            return json.loads(text)
+        return yaml.safe_load(text) or {}
+    except (FileNotFoundError, IsADirectoryError):
+        raise SpecError(f"--spec: no spec file at {path}") from None
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{path}: not valid JSON: {e}") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None

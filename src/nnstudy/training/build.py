@@ -45,6 +45,9 @@ def build(resolved: dict, device: torch.device, with_transfer: bool = True) -> B
     seed; with_transfer loads the transfer source and applies reinit/freeze."""
     seed = resolved["seed"]
     data = data_mod.build(resolved["data"], seed, device)
+    if resolved["train"]["early_stopping"] and len(data.val_idx) == 0:
+        raise SpecError("spec.train.early_stopping: needs a validation split (data.val_fraction > 0, "
+                        "or data.split: halves)")
     loss = registry.LOSSES.get(resolved["loss"], "spec.loss")
     torch.manual_seed(seed)
     model = models.build(resolved["model"], data.input_shape, loss.extra["outputs"](data.classes)).to(device)

@@ -23,6 +23,9 @@ class RunState:
     resumed_from: list = field(default_factory=list)
     started: str = field(default_factory=provenance.now)
     diverged: bool = False
+    stopped_epoch: int | None = None               # set when early stopping ends the run
+    patience_best: float | None = None             # early stopping: best validation value so far
+    patience_wait: int = 0                         # evaluated epochs since it last improved
 
     def save(self, path: Path, rid: str, model, optimizer, gen: torch.Generator, dev: torch.device) -> None:
         ckpt = {"run": rid, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
         return manifest
     if threads:
         torch.set_num_threads(threads)
+    if resolved["train"]["deterministic"]:
+        deterministic()
     dev = pick_device(device)
 
     def log(msg: str) -> None:
@@ -68,10 +71,22 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
         if state.diverged:
             log(f"loss is not finite at epoch {epoch}: stopped, marked diverged")
             break
+        if state.stopped_epoch:
+            log(f"early stopping at epoch {epoch}: no validation improvement for "
+                f"{resolved['train']['early_stopping']['patience']} evaluations")
+            break
     bar.close()
     manifest = finish(r, state, out)
     log(f"{manifest['status']} after {state.epoch} epochs: {out}")
     return manifest
+
+
+def deterministic() -> None:
+    """PyTorch's deterministic algorithms; cuBLAS needs a fixed workspace for them, set before
+    CUDA starts (it reads the variable once)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, gen, epoch: int,
@@ -103,19 +118,36 @@ def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, g
     if "val" in results and evaluated and results["val"][1] > state.best_val:
         state.best_val = results["val"][1]
         checkpoint.save(r.model.state_dict(), out / "best.pt")
+    if evaluated and "val" in results and tr["early_stopping"]:
+        patience(state, tr["early_stopping"], results["val"], epoch)
     state.epoch, state.elapsed, state.diverged = epoch, time.perf_counter() - t_segment, diverged
+
+
+def patience(state: RunState, es: dict, val: tuple[float, float], epoch: int) -> None:
+    """Early stopping: count evaluated epochs without an improvement of more than min_delta of
+    the validation metric; after `patience` of them the run stops at this epoch."""
+    value = val[0] if es["metric"] == "loss" else val[1]
+    gain = (value - state.patience_best) * (-1 if es["metric"] == "loss" else 1) \
+        if state.patience_best is not None else math.inf
+    if gain > es["min_delta"]:
+        state.patience_best, state.patience_wait = value, 0
+    else:
+        state.patience_wait += 1
+        if state.patience_wait >= es["patience"]:
+            state.stopped_epoch = epoch
 
 
 def finish(r: Built, state: RunState, out: Path) -> dict:
     """Write the run's Parquet files, final weights and, last, run.json; drop the checkpoint."""
-    schemas.write(pd.DataFrame(state.metrics, columns=schemas.METRICS.names), schemas.METRICS,
-                  out / "metrics.parquet")
+    metrics = pd.DataFrame(state.metrics).assign(stopped_epoch=state.stopped_epoch)
+    schemas.write(metrics.reindex(columns=schemas.METRICS.names), schemas.METRICS, out / "metrics.parquet")
     schemas.write(pd.DataFrame(state.gradients, columns=schemas.GRADIENTS.names), schemas.GRADIENTS,
                   out / "gradients.parquet")
     checkpoint.save(r.model.state_dict(), out / "model.pt")
     manifest = {
         "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec,
-        "epochs_completed": state.epoch, "resumed_from": state.resumed_from,
+        "epochs_completed": state.epoch, "stopped_epoch": state.stopped_epoch, "resumed_from": state.resumed_from,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "git": provenance.git(), "versions": provenance.versions(), **provenance.machine(r.device),
         "started": state.started, "ended": provenance.now(), "train_seconds": state.elapsed,
     }
