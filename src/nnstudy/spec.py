@@ -101,11 +101,22 @@ def check(instance: Any, sch: dict, where: str = "") -> None:
     full = {"$defs": _declared()["$defs"], **sch}
     errors = sorted(_Filling(full).iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
-        err = errors[0]
-        # oneOf/anyOf report the parent; the most specific sub-error reads best.
-        while err.context:
-            err = min(err.context, key=lambda e: len(e.absolute_path))
-        raise SpecError(_describe(err, where))
+        raise SpecError(_describe(_specific(errors[0]), where))
+
+
+def _specific(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """oneOf/anyOf report the parent: descend into the branch meant for this kind of value (not
+    one that fails on its type or allowed values outright), then to its deepest error; at equal
+    depth an allowed-values message reads better than a type or key one."""
+    while err.context:
+        branches: dict = {}
+        for e in err.context:
+            branches.setdefault(e.relative_schema_path[0], []).append(e)
+        meant = [es for es in branches.values()
+                 if not any(e.validator in ("type", "enum", "const") and not e.relative_path for e in es)]
+        pool = [e for es in (meant or branches.values()) for e in es]
+        err = min(pool, key=lambda e: (-len(e.absolute_path), e.validator in ("type", "additionalProperties", "required")))
+    return err
 
 
 def _entries(spec: dict) -> dict[str, registry.Entry]:

@@ -12,8 +12,8 @@ from .plan import Study, fmt, materialise
 
 def labelled(study: Study, selections: dict) -> pd.DataFrame:
     """The run table with selections applied: experiment, variant, seed, key (train dir), run
-    (id), and one column per grid key (dotted name) with that row's value."""
-    grid_keys = list(dict.fromkeys(k for e in study.config["experiments"] for k in study.config["experiments"][e]["grid"]))
+    (id), and one column per grid or random-search key (dotted name) with that row's value."""
+    grid_keys = list(dict.fromkeys(k for e in study.config["experiments"] for k in study.grid_keys(e)))
     rows = []
     for r in study.rows:
         picked = {n: selections[n] for n in r.needs}

@@ -6,14 +6,18 @@ selection (e.g. the best LR) that the workflow makes after the runs it reads hav
 template is trained under "t" + the hash of the template and resolved when its job starts, so the
 whole plan (every training job) is known before anything runs. A template that can only resolve
 to runs of the selection's own experiment (e.g. "the best dropout rate" in a second experiment
-with an otherwise identical spec) is not trained again: it borrows that run.
+with an otherwise identical spec) is not trained again: it borrows that run. A random search is
+drawn here too, from its own seed, so its samples are variants like grid values.
 """
 from __future__ import annotations
 
 import copy
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .. import registry, spec as spec_mod
 from ..spec import SpecError
@@ -95,7 +99,10 @@ class Study:
         except SpecError as e:
             raise SpecError(str(e).replace("spec", "study.defaults", 1)) from None
         self.defaults = defaults
-        self._check_references()
+        self._check_experiments()
+        # Drawn before anything else reads the variants (selections check their values).
+        self.samples = {exp: self._draw(exp) for exp in c["experiments"]}
+        self._check_selections()
         self.rows: list[Row] = []
         self.resolved_choices: list[tuple[str, dict]] = []  # (where, resolved spec) of template choices
         concrete: dict[str, Row] = {}
@@ -110,7 +117,7 @@ class Study:
                 self.trained.setdefault(row.key, row)
 
     # -- parsing --------------------------------------------------------------------------
-    def _check_references(self) -> None:
+    def _check_experiments(self) -> None:
         c = self.config
         exps = c["experiments"]
         for name, exp in exps.items():
@@ -119,19 +126,24 @@ class Study:
                     spec_mod.check_dotted(key, f"study.experiments.{name}.{part}")
             if exp["mode"] == "zip" and len({len(v) for v in exp["grid"].values()}) > 1:
                 raise SpecError(f"study.experiments.{name}.grid: mode zip needs lists of equal length")
+            if "random" in exp:
+                _check_random(name, exp)
             if "transfer_from" in exp and exp["transfer_from"] not in exps:
                 raise SpecError(f"study.experiments.{name}.transfer_from: unknown experiment "
                                 f"{exp['transfer_from']!r}; experiments: {', '.join(exps)}")
-            for sel in needs([exp["set"], exp["grid"]]):
+            for sel in needs([exp["set"], exp["grid"], exp.get("random", {})]):
                 if sel not in c["selections"]:
                     raise SpecError(f"study.experiments.{name}: unknown selection {sel!r}; "
                                     f"selections: {', '.join(c['selections']) or '(none declared)'}")
-        for name, sel in c["selections"].items():
+
+    def _check_selections(self) -> None:
+        exps = self.config["experiments"]
+        for name, sel in self.config["selections"].items():
             where = f"study.selections.{name}"
             if sel["experiment"] not in exps:
                 raise SpecError(f"{where}.experiment: unknown experiment {sel['experiment']!r}; "
                                 f"experiments: {', '.join(exps)}")
-            grid = exps[sel["experiment"]]["grid"]
+            grid = self.grid_keys(sel["experiment"])
             if sel["key"] not in grid:
                 raise SpecError(f"{where}.key: {sel['key']!r} is not a grid key of {sel['experiment']}; "
                                 f"grid keys: {', '.join(grid) or '(none)'}")
@@ -141,17 +153,39 @@ class Study:
                 raise SpecError(f"{where}.exclude: no value of {sel['key']} is left to choose from")
 
     def grid(self, exp: str) -> list[dict]:
-        g = self.config["experiments"][exp]["grid"]
-        keys = list(g)
-        if not keys:
+        """The experiment's variants: its grid's product (or zip), each with every random sample."""
+        e = self.config["experiments"][exp]
+        g = e["grid"]
+        # zip() of nothing is empty, product() of nothing is the one empty variant.
+        combos = zip(*g.values()) if e["mode"] == "zip" and g else itertools.product(*g.values())
+        return [{**dict(zip(g, combo)), **sample} for combo in combos for sample in self.samples[exp]]
+
+    def grid_keys(self, exp: str) -> list[str]:
+        """The keys that vary between an experiment's variants: grid keys, then random-search keys."""
+        e = self.config["experiments"][exp]
+        return [*e["grid"], *(e["random"]["params"] if "random" in e else [])]
+
+    def key_values(self, exp: str, key: str) -> list:
+        """The distinct values a grid (or random-search) key takes in an experiment, in plan order."""
+        return list({fmt(v[key]): v[key] for v in self.grid(exp)}.values())
+
+    def _draw(self, exp: str) -> list[dict]:
+        """The experiment's random-search samples ([{}] without one): sample by sample, params in
+        the order written, so one seed always draws the same samples. Identical draws are one
+        variant (and one run: ids are spec hashes), so they are kept once."""
+        random = self.config["experiments"][exp].get("random")
+        if not random:
             return [{}]
-        combos = zip(*g.values()) if self.config["experiments"][exp]["mode"] == "zip" else itertools.product(*g.values())
-        return [dict(zip(keys, combo)) for combo in combos]
+        rng = np.random.default_rng(random["seed"])
+        samples = {}
+        for _ in range(random["samples"]):
+            sample = {key: _draw_value(rng, dist) for key, dist in random["params"].items()}
+            samples.setdefault(tuple(map(fmt, sample.values())), sample)
+        return list(samples.values())
 
     def eligible(self, selection: str) -> list:
         sel = self.config["selections"][selection]
-        values = self.config["experiments"][sel["experiment"]]["grid"][sel["key"]]
-        return [v for v in values if v not in sel["exclude"]]
+        return [v for v in self.key_values(sel["experiment"], sel["key"]) if v not in sel["exclude"]]
 
     def label(self, exp: str, values: dict) -> str:
         if not values:
@@ -204,7 +238,7 @@ class Study:
     def _source(self, exp: str, source_exp: str, spec: dict, seed: int):
         """The weights a transfer run starts from: the source experiment's run with this seed and
         this run's values of the source's grid keys (a placeholder picks among candidates)."""
-        src_keys = list(self.config["experiments"][source_exp]["grid"])
+        src_keys = self.grid_keys(source_exp)
         unset = [k for k in src_keys if not _has(spec, k)]
         if unset:
             raise SpecError(f"study.experiments.{exp}: set {', '.join(unset)} (a grid key of {source_exp}) "
@@ -270,6 +304,31 @@ class Study:
     def selection_inputs(self, name: str) -> list[str]:
         sel = self.config["selections"][name]
         return [f"{self.run_dir(r.key)}/run.json" for r in self.rows_of(sel["experiment"])]
+
+
+def _check_random(name: str, exp: dict) -> None:
+    where = f"study.experiments.{name}.random"
+    if exp["mode"] == "zip":
+        raise SpecError(f"{where}: not allowed with mode zip (each sample is crossed with every grid variant); "
+                        "use mode product")
+    for key, dist in exp["random"]["params"].items():
+        spec_mod.check_dotted(key, f"{where}.params")
+        if key in exp["grid"]:
+            raise SpecError(f"{where}.params.{key}: also a grid key; give it in grid or in random, not both")
+        [(kind, bounds)] = dist.items()
+        if kind != "choice" and not bounds[0] < bounds[1]:
+            raise SpecError(f"{where}.params.{key}.{kind}: needs low < high, got {bounds}")
+
+
+def _draw_value(rng: np.random.Generator, dist: dict):
+    [(kind, values)] = dist.items()
+    if kind == "choice":
+        return copy.deepcopy(values[rng.integers(len(values))])
+    low, high = values
+    x = math.exp(rng.uniform(math.log(low), math.log(high))) if kind == "loguniform" else rng.uniform(low, high)
+    # 4 significant digits keep labels and Parquet columns readable; the clip keeps a bound given
+    # with more digits from being rounded past.
+    return float(min(max(float(f"{x:.4g}"), low), high))
 
 
 def _has(spec: dict, dotted: str) -> bool:

@@ -39,7 +39,7 @@ def select(study: Study, name: str, out: Path) -> dict:
     eligible = [fmt(v) for v in study.eligible(name)]
     candidates = []
     best, best_score = None, -math.inf
-    for raw in study.config["experiments"][sel["experiment"]]["grid"][sel["key"]]:
+    for raw in study.key_values(sel["experiment"], sel["key"]):
         v = fmt(raw)
         row = summary.loc[v]
         score = row["mean"] if metric == "accuracy" else -row["mean"]
