@@ -19,6 +19,7 @@ import yaml
 from conftest import ROOT
 
 from nnstudy import schemas
+from nnstudy.training.checkpoint import CorruptFile, load_verified
 
 pytestmark = pytest.mark.slow
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
@@ -108,8 +109,8 @@ def test_tiny_study_on_slurm_equals_the_local_run(cluster, tmp_path):
 
 def _epoch(path: Path) -> int:
     try:
-        return torch.load(path, weights_only=True)["state"]["epoch"]
-    except (FileNotFoundError, EOFError, RuntimeError):
+        return load_verified(path, torch.device("cpu"))["state"]["epoch"]
+    except (FileNotFoundError, CorruptFile):  # not written yet, or being replaced
         return 0
 
 

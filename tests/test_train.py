@@ -15,6 +15,7 @@ from conftest import ROOT, mnist_spec
 from nnstudy import schemas, spec as spec_mod, training
 from nnstudy.training.losses import manual_cross_entropy
 from nnstudy.training.optim import lr_at
+from nnstudy.training.checkpoint import CorruptFile, load_verified, save_verified
 
 
 def _without_clock(df):
@@ -42,7 +43,7 @@ def test_two_epochs_write_declared_schemas_and_repeat_exactly(shared_data, tmp_p
     assert manifest["spec"]["data"]["val_fraction"] == 0.1  # defaults recorded
     assert manifest["versions"]["torch"] == torch.__version__
     assert set(manifest["git"]) == {"commit", "dirty"}
-    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    assert (tmp_path / "a" / "checkpoint.pt").exists()  # kept until the workflow releases it
     # A finished run is not recomputed.
     before = (tmp_path / "a" / "metrics.parquet").stat().st_mtime_ns
     assert training.run(spec, tmp_path / "a")["id"] == m1["id"]
@@ -96,8 +97,8 @@ def test_gradient_mean_std_match_float64_reference():
 
 def _checkpoint_epoch(path):
     try:
-        return torch.load(path, weights_only=True)["state"]["epoch"]
-    except (FileNotFoundError, EOFError, RuntimeError):
+        return load_verified(path, torch.device("cpu"))["state"]["epoch"]
+    except (FileNotFoundError, CorruptFile):  # not written yet, or being replaced
         return 0
 
 
@@ -203,6 +204,6 @@ def test_a_checkpoint_of_another_spec_is_discarded(tmp_path):
     spec = {"data": {"name": "xor"}, "model": {"hidden": [4]}, "train": {"epochs": 3}}
     (tmp_path / "r").mkdir()
     ckpt = {"run": "0123456789ab", "state": {"epoch": 2}}
-    torch.save(ckpt, tmp_path / "r" / "checkpoint.pt")
+    save_verified(ckpt, tmp_path / "r" / "checkpoint.pt")
     manifest = training.run(spec, tmp_path / "r")
     assert manifest["resumed_from"] == [] and manifest["epochs_completed"] == 3

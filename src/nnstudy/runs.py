@@ -8,6 +8,7 @@ import torch
 
 from .spec import SpecError, resolve
 from .training.build import Built, build, pick_device
+from .training.transfer import verify
 
 
 def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.device | None = None) -> Built:
@@ -28,6 +29,7 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     path = run_dir / files[weights]
     if not path.exists():
         raise SpecError(f"{path}: missing" + (" (the run had no validation split)" if weights == "best" else ""))
+    verify(path, "load_run")
     loaded.model.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
     loaded.model.eval()
     return loaded

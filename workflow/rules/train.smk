@@ -20,4 +20,4 @@ rule train:
         out=run_dir,
     shell:
         "python -m nnstudy train --spec-json {params.spec:q} --out {params.out:q} --threads {threads}"
-        " --selections {input.selections:q} > {log:q} 2>&1"
+        " --selections {input.selections:q} >> {log:q} 2>&1"

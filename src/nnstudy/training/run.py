@@ -4,11 +4,16 @@ it uses), recorded as Parquet.
 `run(spec, out)` writes into `out`:
   metrics.parquet, gradients.parquet  (schemas.METRICS / schemas.GRADIENTS)
   model.pt   final weights            best.pt  weights of the best validation epoch
-  run.json   spec, id, provenance, status (written last: its presence means "done")
-  checkpoint.pt while running         (every epoch; a killed run resumes from it)
+  run.json   spec, id, provenance, status, SHA-256 of each file above (written last: its
+             presence means "done")
+  checkpoint.pt (+ .prev.pt)          every epoch; a killed run resumes from it (see checkpoint)
+  attempts.jsonl                      one line per start of the run, appended when it starts
+One process trains into a run directory at a time (a lock on `out/.lock`).
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -57,15 +62,17 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     callbacks = ([GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))]
                  if resolved["train"]["gradients"] else [])
     gen = torch.Generator().manual_seed(resolved["seed"])  # data order and augmentation
-    state = RunState.restore(out / "checkpoint.pt", rid, r.model, optimizer, gen, dev, log)
-    epochs = resolved["train"]["epochs"]
+    lock = claim(out)  # noqa: F841 (held until this function returns)
+    state = RunState.restore(out, rid, r.model, optimizer, gen, dev, log)
+    attempt(out, rid, state.epoch)
+    epochs = resolved["train"]["epochs"] if not (state.diverged or state.stopped_epoch) else state.epoch
     bar = tqdm(total=epochs, initial=state.epoch, desc=rid, unit="epoch", leave=False, file=sys.stderr,
                disable=None if progress is None else not progress)
     t_segment = time.perf_counter() - state.elapsed
     frozen_modules = transfer.frozen_modules(r.model, r.frozen)
     for epoch in range(state.epoch + 1, epochs + 1):
         one_epoch(r, state, optimizer, frozen_modules, callbacks, gen, epoch, t_segment, out)
-        state.save(out / "checkpoint.pt", rid, r.model, optimizer, gen, dev)
+        state.save(out, rid, r.model, optimizer, gen, dev)
         bar.update(1)
         bar.set_postfix(loss=f"{state.metrics[-1]['loss']:.3f}")
         if state.diverged:
@@ -117,7 +124,7 @@ def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, g
         state.gradients.extend(cb.end_epoch(r.id, epoch))
     if "val" in results and evaluated and results["val"][1] > state.best_val:
         state.best_val = results["val"][1]
-        checkpoint.save(r.model.state_dict(), out / "best.pt")
+        state.best_sha256 = checkpoint.save_weights(r.model.state_dict(), out / "best.pt")
     if evaluated and "val" in results and tr["early_stopping"]:
         patience(state, tr["early_stopping"], results["val"], epoch)
     state.epoch, state.elapsed, state.diverged = epoch, time.perf_counter() - t_segment, diverged
@@ -137,20 +144,60 @@ def patience(state: RunState, es: dict, val: tuple[float, float], epoch: int) ->
             state.stopped_epoch = epoch
 
 
+def claim(out: Path):
+    """Lock the run directory for this process (released when the returned file is closed, at
+    the latest when the process ends) and remove temporary files that killed writers left."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = (out / ".lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SpecError(f"--out {out}: another nnstudy process is training into it; wait for it or "
+                        "choose another --out") from None
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    return handle
+
+
+def attempt(out: Path, rid: str, from_epoch: int) -> None:
+    """Append this start of the run to attempts.jsonl, before any work, so every resumption is
+    on record even if this attempt is killed before its first checkpoint."""
+    line = {"run": rid, "from_epoch": from_epoch, "started": provenance.now(), "pid": os.getpid(),
+            **{k: v for k, v in provenance.machine(torch.device("cpu")).items() if k in ("host", "slurm_job_id")}}
+    with (out / "attempts.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def resumptions(out: Path, rid: str) -> list[int]:
+    """The epoch each start after the first resumed from."""
+    lines = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines() if x.strip()]
+    return [a["from_epoch"] for a in lines if a["run"] == rid][1:]
+
+
 def finish(r: Built, state: RunState, out: Path) -> dict:
-    """Write the run's Parquet files, final weights and, last, run.json; drop the checkpoint."""
+    """Write the run's Parquet files, final weights and, last, run.json with their checksums.
+    The checkpoint stays until the workflow has recorded the run as done (checkpoint.release)."""
     metrics = pd.DataFrame(state.metrics).assign(stopped_epoch=state.stopped_epoch)
     schemas.write(metrics.reindex(columns=schemas.METRICS.names), schemas.METRICS, out / "metrics.parquet")
     schemas.write(pd.DataFrame(state.gradients, columns=schemas.GRADIENTS.names), schemas.GRADIENTS,
                   out / "gradients.parquet")
-    checkpoint.save(r.model.state_dict(), out / "model.pt")
+    files = {"model.pt": checkpoint.save_weights(r.model.state_dict(), out / "model.pt"),
+             "metrics.parquet": sha256(out / "metrics.parquet"), "gradients.parquet": sha256(out / "gradients.parquet")}
+    if state.best_sha256:
+        files["best.pt"] = state.best_sha256
     manifest = {
-        "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec,
-        "epochs_completed": state.epoch, "stopped_epoch": state.stopped_epoch, "resumed_from": state.resumed_from,
+        "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec, "files": files,
+        "epochs_completed": state.epoch, "stopped_epoch": state.stopped_epoch, "resumed_from": resumptions(out, r.id),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "git": provenance.git(), "versions": provenance.versions(), **provenance.machine(r.device),
         "started": state.started, "ended": provenance.now(), "train_seconds": state.elapsed,
     }
     schemas.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", out / "run.json")
-    (out / "checkpoint.pt").unlink(missing_ok=True)
     return manifest
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -3,6 +3,8 @@ name prefix. Works on any nn.Module: prefixes are parameter-name prefixes (`feat
 `stages.0`, `fc`)."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ def apply(model: nn.Module, t: dict, device: torch.device) -> set[str]:
         src = Path(t["source"])
         if not src.exists():
             raise SpecError(f"spec.transfer.source: no weights file at {src}")
+        verify(src, "spec.transfer.source")
         state = torch.load(src, map_location=device, weights_only=True)
         try:
             model.load_state_dict(state)
@@ -48,6 +51,15 @@ def apply(model: nn.Module, t: dict, device: torch.device) -> set[str]:
         if name in frozen:
             p.requires_grad_(False)
     return frozen
+
+
+def verify(weights: Path, key: str) -> None:
+    """Check a run's weights file against the SHA-256 its run.json recorded (where it has one)."""
+    manifest = weights.parent / "run.json"
+    recorded = json.loads(manifest.read_text()).get("files", {}).get(weights.name) if manifest.exists() else None
+    if recorded and hashlib.sha256(weights.read_bytes()).hexdigest() != recorded:
+        raise SpecError(f"{key}: {weights} does not match the checksum in {manifest} (damaged); delete "
+                        f"{weights.parent} to train that run again")
 
 
 def frozen_modules(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
