@@ -65,3 +65,31 @@ def test_bad_references_name_the_key(change, message):
 
 def test_labels_format_values_as_written():
     assert [fmt(v) for v in (0.0, 0.001, True, 3, [1, 2], {"select": "b"})] == ["0.0", "0.001", "true", "3", "[1,2]", "{b}"]
+
+
+NAME_RULE = "is not allowed as a name; use letters, digits, '_', '-' and '.', not starting with '.'"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"study": ".."}, f"study.study: '..' {NAME_RULE}"),
+    ({"experiments": {"x/../../../../../f": {}}}, f"study.experiments: 'x/../../../../../f' {NAME_RULE}"),
+    ({"selections": {"a`touch pwned`": {"experiment": "lr", "key": "optim.lr"}}},
+     f"study.selections: 'a`touch pwned`' {NAME_RULE}"),
+    ({"comparisons": {"f": {"pairs": [["dropout/dropout=0.33", "dropout/dropout=0.0"]]}}},
+     "study.comparisons.f.pairs.0: 'dropout/dropout=0.33' names no variant of dropout; variants: dropout=0.0,"),
+    ({"comparisons": {"f": {"pairs": [["nope/x", "dropout/dropout=0.0"]]}}},
+     "study.comparisons.f.pairs.0: 'nope/x' names no experiment; experiments: lr, lr_schedule"),
+    ({"comparisons": {"f": {"pairs": [["dropout/dropout={best_q}", "dropout/dropout=0.0"]]}}},
+     "study.comparisons.f.pairs.0: {best_q} is not a selection; selections: best_lr, best_p"),
+    ({"ci_level": float("nan")}, "study.ci_level: nan is not a finite number"),
+    ({"seeds": [0, 2 ** 63]}, "study.seeds.1: 9223372036854775808 is greater than the maximum of 9223372036854775807"),
+    ({"seeds": 1_000_000}, "study: 16,000,000 runs planned, more than max_runs (100,000); set max_runs higher"),
+    ({"defaults": {"seed": 3}}, "study.defaults.seed: a study's seeds come from `seeds`"),
+    ({"experiments": {"lr": {"grid": {"seed": [1, 2]}}}}, "study.experiments.lr.grid.seed: a study's seeds come from"),
+])
+def test_names_references_and_sizes_are_checked_when_planning(change, message):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config.update(change)
+    with pytest.raises(SpecError) as err:
+        Study(config)
+    assert message in str(err.value) and "\n" not in str(err.value)

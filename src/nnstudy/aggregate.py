@@ -17,8 +17,11 @@ PER_EPOCH = ["run", "experiment", "variant", "seed", "epoch", "split", "loss", "
 HIGHER_IS_BETTER = {"accuracy": True, "loss": False, "gap_accuracy": False, "gap_loss": False}
 
 
-def read_runs(path: Path) -> pd.DataFrame:
-    """A collected dataset (runs/ or gradients/) with plain string labels."""
+def read_runs(path: Path) -> pd.DataFrame | None:
+    """A collected dataset (runs/ or gradients/) with plain string labels; None if it is empty
+    (a study whose runs record no gradient statistics)."""
+    if not any(Path(path).rglob("*.parquet")):
+        return None
     df = pd.read_parquet(path)
     df["experiment"] = df["experiment"].astype(str)
     return df
@@ -60,9 +63,11 @@ def final(values: pd.DataFrame, rule: str, level: float) -> pd.DataFrame:
     return out
 
 
-def gradient_flow(grads: pd.DataFrame, window: int, level: float) -> pd.DataFrame:
+def gradient_flow(grads: pd.DataFrame | None, window: int, level: float) -> pd.DataFrame:
     """Each run's gradient statistics pooled exactly over its first and last `window` epochs
     (from per-epoch means and stds weighted by element counts), then summarised over seeds."""
+    if grads is None:  # train.gradients: false everywhere
+        return pd.DataFrame(columns=schemas.GRADIENT_FLOW.names)
     last = grads.groupby("run")["epoch"].transform("max")
     parts = []
     for name, mask in (("first", grads["epoch"] <= window), ("last", grads["epoch"] > last - window)):

@@ -144,7 +144,8 @@ def figure_gradients(flow: pd.DataFrame, experiment: str, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     gradient_panel(axes[0], flow, experiment, "grad_mean")
     gradient_panel(axes[1], flow, experiment, "grad_std")
-    axes[1].legend(fontsize=6)
+    if axes[1].get_legend_handles_labels()[0]:  # none when the runs recorded no gradients
+        axes[1].legend(fontsize=6)
     _save(fig, path)
 
 

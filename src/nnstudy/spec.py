@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ import yaml
 from . import registry
 
 SCHEMA_PATH = Path(__file__).with_name("study.schema.yaml")
+
+SAFE_NAME = "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"  # names that become paths and command-line words
+
 
 class SpecError(ValueError):
     """A bad spec or study file; the message names the key and what is allowed."""
@@ -88,6 +92,9 @@ def _describe(err: jsonschema.ValidationError, where: str) -> str:
     if err.validator == "enum":
         allowed = ", ".join("null" if v is None else str(v) for v in err.validator_value)
         return f"{path}: {err.instance!r} is not allowed; allowed values: {allowed}"
+    if err.validator == "pattern" and err.validator_value == SAFE_NAME:
+        return (f"{path}: {err.instance!r} is not allowed as a name; use letters, digits, '_', '-' and '.', "
+                "not starting with '.'")
     if err.validator == "type":
         return f"{path}: {err.instance!r} has the wrong type; expected {err.validator_value}"
     return f"{path}: {err.message}"
@@ -98,10 +105,23 @@ def check(instance: Any, sch: dict, where: str = "") -> None:
 
     Raises SpecError naming the first offending key path and the allowed keys or values.
     """
+    finite(instance, where)
     full = {"$defs": _declared()["$defs"], **sch}
     errors = sorted(_Filling(full).iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise SpecError(_describe(_specific(errors[0]), where))
+
+
+def finite(value: Any, where: str) -> None:
+    """Raise SpecError at the first NaN or infinite number (YAML's .nan, .inf)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{where}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            finite(v, f"{where}.{i}")
 
 
 def _specific(err: jsonschema.ValidationError) -> jsonschema.ValidationError:

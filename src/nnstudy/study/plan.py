@@ -15,6 +15,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +94,8 @@ class Study:
         self.root = f"{RESULTS}/{self.name}"
         self.seeds = list(range(c["seeds"])) if isinstance(c["seeds"], int) else list(c["seeds"])
         defaults = copy.deepcopy(c["defaults"])
-        defaults.pop("seed", None)
+        if "seed" in defaults:
+            raise SpecError("study.defaults.seed: a study's seeds come from `seeds` (a count or a list)")
         try:
             spec_mod.resolve(defaults)
         except SpecError as e:
@@ -102,6 +104,7 @@ class Study:
         self._check_experiments()
         # Drawn before anything else reads the variants (selections check their values).
         self.samples = {exp: self._draw(exp) for exp in c["experiments"]}
+        self._check_size()
         self._check_selections()
         self.rows: list[Row] = []
         self.resolved_choices: list[tuple[str, dict]] = []  # (where, resolved spec) of template choices
@@ -115,6 +118,7 @@ class Study:
         for row in self.rows:
             if row.key:
                 self.trained.setdefault(row.key, row)
+        self._check_comparisons()
 
     # -- parsing --------------------------------------------------------------------------
     def _check_experiments(self) -> None:
@@ -124,6 +128,8 @@ class Study:
             for part in ("set", "grid"):
                 for key in exp[part]:
                     spec_mod.check_dotted(key, f"study.experiments.{name}.{part}")
+                    if key == "seed":
+                        raise SpecError(f"study.experiments.{name}.{part}.seed: a study's seeds come from `seeds`")
             if exp["mode"] == "zip" and len({len(v) for v in exp["grid"].values()}) > 1:
                 raise SpecError(f"study.experiments.{name}.grid: mode zip needs lists of equal length")
             if "random" in exp:
@@ -135,6 +141,17 @@ class Study:
                 if sel not in c["selections"]:
                     raise SpecError(f"study.experiments.{name}: unknown selection {sel!r}; "
                                     f"selections: {', '.join(c['selections']) or '(none declared)'}")
+
+    def _check_size(self) -> None:
+        """Stop before expanding a grid or seed list far larger than anyone means to train."""
+        c, total = self.config, 0
+        for name, exp in c["experiments"].items():
+            sizes = [len(v) for v in exp["grid"].values()]
+            variants = (min(sizes, default=1) if exp["mode"] == "zip" else math.prod(sizes)) * len(self.samples[name])
+            total += variants * len(self.seeds)
+        if total > c["max_runs"]:
+            raise SpecError(f"study: {total:,} runs planned, more than max_runs ({c['max_runs']:,}); set max_runs "
+                            "higher in the study file if you mean it")
 
     def _check_selections(self) -> None:
         exps = self.config["experiments"]
@@ -151,6 +168,38 @@ class Study:
                 raise SpecError(f"{where}: experiment {sel['experiment']} depends on a selection itself")
             if not self.eligible(name):
                 raise SpecError(f"{where}.exclude: no value of {sel['key']} is left to choose from")
+
+    def _check_comparisons(self) -> None:
+        """Every "experiment/variant" a comparison names must exist (for each value a placeholder
+        in it can take), so a typo stops the plan instead of the summary after training."""
+        labels = {e: {r.variant for r in self.rows_of(e)} for e in self.config["experiments"]}
+        for family, comp in self.config["comparisons"].items():
+            for i, pair in enumerate(comp["pairs"]):
+                for label in pair:
+                    where = f"study.comparisons.{family}.pairs.{i}"
+                    exp, _, variant = label.partition("/")
+                    if exp not in labels:
+                        raise SpecError(f"{where}: {label!r} names no experiment; experiments: {', '.join(labels)}")
+                    if variant != "*" and variant not in labels[exp] and not self._fills(variant, labels[exp], where):
+                        raise SpecError(f"{where}: {label!r} names no variant of {exp}; variants: "
+                                        f"{', '.join(sorted(labels[exp]))}")
+
+    def _fills(self, variant: str, labels: set[str], where: str) -> bool:
+        """Whether every value of the selections a label names gives one of `labels`."""
+        names = re.findall(r"\{([^{}]+)\}", variant)
+        for name in names:
+            if name not in self.config["selections"]:
+                raise SpecError(f"{where}: {{{name}}} is not a selection; selections: "
+                                f"{', '.join(self.config['selections']) or '(none declared)'}")
+        if not names:
+            return False
+        for combo in itertools.product(*(self.eligible(n) for n in names)):
+            filled = variant
+            for name, value in zip(names, combo):
+                filled = filled.replace("{" + name + "}", fmt(value))
+            if filled not in labels:
+                return False
+        return True
 
     def grid(self, exp: str) -> list[dict]:
         """The experiment's variants: its grid's product (or zip), each with every random sample."""
