@@ -128,6 +128,19 @@ def natural_key(label: str):
     return key
 
 
+def compare_pair(values: pd.DataFrame, a: str, b: str, metric: str, paired: bool, level: float) -> dict:
+    """One comparison (before Holm's adjustment within its family): A - B of the per-seed final
+    values (`values` with a label column "experiment/variant"), split test unless the metric is
+    a gap. `nnstudy compare` and the declared families both use it."""
+    split = "train-val" if metric.startswith("gap") else "test"
+    v = values[(values["metric"] == metric) & (values["split"] == split)]
+    sa = v[v["label"] == a].set_index("seed")["value"]
+    sb = v[v["label"] == b].set_index("seed")["value"]
+    res = stats.compare(sa if paired else sa.to_numpy(), sb if paired else sb.to_numpy(),
+                        paired=paired, level=level, higher_is_better=HIGHER_IS_BETTER[metric])
+    return {"variant_a": a, "variant_b": b, "metric": metric, "split": split, "ci_level": level, **res.to_dict()}
+
+
 def comparisons(study: Study, selections: dict, values: pd.DataFrame) -> pd.DataFrame:
     c = study.config
     level, rule = c["ci_level"], c["final"]
@@ -137,18 +150,11 @@ def comparisons(study: Study, selections: dict, values: pd.DataFrame) -> pd.Data
     rows = []
     for family, decl in c["comparisons"].items():
         for metric in decl["metrics"]:
-            split = "train-val" if metric.startswith("gap") else "test"
-            v = values[(values["metric"] == metric) & (values["split"] == split)]
             block = []
             for a, b in expand_pairs(study, selections, labels, decl["pairs"]):
-                sa = v[v["label"] == a].set_index("seed")["value"]
-                sb = v[v["label"] == b].set_index("seed")["value"]
-                res = stats.compare(sa if decl["paired"] else sa.to_numpy(), sb if decl["paired"] else sb.to_numpy(),
-                                    paired=decl["paired"], level=level, higher_is_better=HIGHER_IS_BETTER[metric])
                 used = [chosen[n] for n in chosen if "{" + n + "}" in json.dumps(decl["pairs"])]
-                block.append({"family": family, "variant_a": a, "variant_b": b, "metric": metric, "split": split,
-                              "epoch_rule": rule, "ci_level": level, **res.to_dict(),
-                              "selected_on": "; ".join(used) or None})
+                block.append({"family": family, **compare_pair(values, a, b, metric, decl["paired"], level),
+                              "epoch_rule": rule, "selected_on": "; ".join(used) or None})
             adj = stats.holm([r["p_raw"] for r in block])
             m = int(np.isfinite([r["p_raw"] for r in block]).sum())
             for r, p in zip(block, adj):

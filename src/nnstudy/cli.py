@@ -1,6 +1,7 @@
 """Command line: `nnstudy train --spec spec.yaml --out DIR` trains one run (the workflow's
 training jobs call it with --spec-json and --selections); `nnstudy list` prints what can be
-named in a spec."""
+named in a spec; `nnstudy status` says where a study stands, also while it runs; `nnstudy
+compare results/STUDY A B` compares two variants as the study's declared comparisons do."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,22 @@ def _list(args) -> None:
             print(f"  {e.name} {what}{where}\n      {doc}")
 
 
+def _status(args) -> None:
+    from . import status
+
+    if args.cores < 1:
+        raise ValueError(f"--cores: {args.cores} is not allowed; at least 1")
+    report = status.status(status.read_study(args.configfile), cores=args.cores)
+    print(json.dumps(report) if args.json else status.text(report))
+
+
+def _compare(args) -> None:
+    from . import compare, status
+
+    row = compare.compare(status.read_study(args.configfile), args.results, args.a, args.b, args.metric, args.paired)
+    print(json.dumps(row) if args.json else compare.sentence(row))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to load first")
     p.set_defaults(func=_list)
 
+    p = sub.add_parser("status", help="runs planned, finished, diverged, running, failed, pending; time left")
+    p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
+    p.add_argument("--cores", type=int, default=1, help="training jobs at a time, for the time left (default: 1)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    # Files the workflow is writing may be missing or half-read: one line, never a traceback.
+    p.set_defaults(func=_status, errors=(OSError, ValueError))
+
+    p = sub.add_parser("compare", help="compare two variants of a finished study (A - B), as its comparisons do")
+    p.add_argument("results", type=Path, help="the study's results folder, results/<study>")
+    p.add_argument("a", help='variant A, "experiment/variant" as in the report (e.g. "dropout/dropout=0.5")')
+    p.add_argument("b", help="variant B")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss", "gap_accuracy", "gap_loss"])
+    p.add_argument("--paired", action="store_true", help="paired t-test over seeds (default: Welch)")
+    p.add_argument("--json", action="store_true", help="the comparison row as JSON (NaN as null)")
+    p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
+    p.set_defaults(func=_compare, errors=(OSError, ValueError))
+
     args = parser.parse_args(argv)
     from .data.pool import DataError
     from .models import ModelError
@@ -70,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (SpecError, DataError, ModelError, RegistryError) as e:
-        print(f"nnstudy: error: {e}", file=sys.stderr)
+    except (SpecError, DataError, ModelError, RegistryError, *getattr(args, "errors", ())) as e:
+        print(f"nnstudy: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

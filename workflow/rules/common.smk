@@ -4,7 +4,6 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.utils import min_version, validate
 
 # nnstudy from this checkout, for this process and every job (also in a --sdm conda env).
@@ -15,27 +14,18 @@ os.environ.update(
 )
 
 from nnstudy import plots, spec
+from nnstudy.status import study_config
 from nnstudy.study import Study
 
 min_version("8.0")
 
 
-def _merge(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
 # A study file given with --configfile replaces config.yaml whole (it has its own `study:`), so
 # a second study never inherits the default one's experiments; values without `study:` (e.g.
-# --config seeds=3) override config.yaml.
-if "study" not in config:
-    _overrides = json.loads(json.dumps(config))
-    config.clear()
-    config.update(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()))
-    _merge(config, _overrides)
+# --config seeds=3) override config.yaml. `nnstudy status` reads a study the same way.
+_study = study_config(config, Path(workflow.basedir) / "config.yaml")
+config.clear()
+config.update(_study)
 STUDY = Study(config)  # first: its errors name the key and the allowed keys or values
 STUDY.check_plugins()  # users' models and datasets build, before any job starts
 validate(
