@@ -52,3 +52,25 @@ def test_preset_expands_and_keys_beside_it_override():
     explicit = spec_mod.resolve({"model": {"conv": [{"channels": c} for c in (32, 64, 128)], "hidden": [256],
                                            "dropout": 0.5}})
     assert spec_mod.run_id(explicit) == spec_mod.run_id(r)  # identity is what is trained, not how it was named
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "-1"], "--threads: -1 is not allowed; at least 1"),
+    (["--device", "cuda:7"], "--device cuda:7: "),
+    (["--device", "gpu"], "--device gpu: not a device; cpu, cuda or cuda:N"),
+])
+def test_bad_options_name_the_option(tmp_path, capsys, args, message):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"data": {"name": "xor"}, "train": {"epochs": 1}}))
+    assert cli.main(["train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_a_file_and_spec_a_folder(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"data": {"name": "xor"}}))
+    (tmp_path / "taken").write_text("")
+    assert cli.main(["train", "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "taken")]) == 2
+    assert "--out " + str(tmp_path / "taken") + ": a file is there" in capsys.readouterr().err
+    assert cli.main(["train", "--spec", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "--spec: no spec file at" in capsys.readouterr().err

@@ -15,6 +15,10 @@ from .spec import SpecError
 def _train(args) -> None:
     from . import gpu, spec, study
 
+    if args.threads is not None and args.threads < 1:
+        raise SpecError(f"--threads: {args.threads} is not allowed; at least 1 (or leave it out)")
+    if args.out.exists() and not args.out.is_dir():
+        raise SpecError(f"--out {args.out}: a file is there; give a folder for the run")
     if args.spec_json is not None:
         raw = json.loads(args.spec_json)
     else:

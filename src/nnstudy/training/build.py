@@ -37,7 +37,15 @@ def pick_device(requested: str | None = None) -> torch.device:
     import os
 
     name = requested or os.environ.get("NNSTUDY_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SpecError(f"--device {name}: not a device; cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"--device {name}: no CUDA GPU is available to this process; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SpecError(f"--device {name}: this process sees {torch.cuda.device_count()} GPU(s)")
+    return device
 
 
 def build(resolved: dict, device: torch.device, with_transfer: bool = True) -> Built:
