@@ -14,7 +14,7 @@ from conftest import ROOT
 from test_train import _checkpoint_epoch, _without_clock
 from test_workflow import job_counts, snakemake
 
-from nnstudy import schemas, training
+from nnstudy import schemas, spec as spec_mod, training
 from nnstudy.spec import SpecError
 from nnstudy.study import Study
 
@@ -120,3 +120,19 @@ def test_broken_plugin_stops_the_plan_naming_file_and_key(plugged, case):
     with pytest.raises(SpecError) as err:
         plan(plugged)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_module_plugin_is_imported_as_a_module_with_its_relative_imports(tmp_path, monkeypatch):
+    package = tmp_path / "mynets"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("WIDTH = 5\n")
+    (package / "nets.py").write_text(
+        "import torch\nimport nnstudy\nfrom .helpers import WIDTH\n\n"
+        "@nnstudy.register_model('tiny_module_net')\n"
+        "def tiny(input_shape, classes, width: int = WIDTH):\n"
+        "    '''A linear model.'''\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[0], classes))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    resolved = spec_mod.resolve({"plugins": ["mynets.nets"], "data": {"name": "xor"}, "model": {"name": "tiny_module_net"}})
+    assert resolved["model"]["width"] == 5 and list(resolved["plugins"]) == ["mynets.nets"]

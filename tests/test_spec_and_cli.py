@@ -1,4 +1,6 @@
 """Bad specs stop before any work with a message naming the key and the allowed values."""
+import json
+
 import pytest
 import yaml
 from conftest import mnist_spec
@@ -74,3 +76,16 @@ def test_out_a_file_and_spec_a_folder(tmp_path, capsys):
     assert "--out " + str(tmp_path / "taken") + ": a file is there" in capsys.readouterr().err
     assert cli.main(["train", "--spec", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "--spec: no spec file at" in capsys.readouterr().err
+
+
+def test_bad_selection_files_and_spec_json_name_the_option(tmp_path, capsys):
+    spec = json.dumps({"data": {"name": "xor"}, "optim": {"lr": {"select": "best"}}})
+    (tmp_path / "other.json").write_text(json.dumps({"name": "other", "value": 0.1}))
+    for extra, message in ((["--selections", str(tmp_path / "missing.json")], "--selections"),
+                           (["--selections", str(tmp_path / "other.json")], "no file for selection 'best'")):
+        assert cli.main(["train", "--spec-json", spec, "--out", str(tmp_path / "r"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert cli.main(["train", "--spec-json", "{not json", "--out", str(tmp_path / "r")]) == 2
+    assert "--spec-json: not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

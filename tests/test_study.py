@@ -93,3 +93,21 @@ def test_names_references_and_sizes_are_checked_when_planning(change, message):
     with pytest.raises(SpecError) as err:
         Study(config)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_template_borrows_runs_whatever_order_the_experiments_are_written_in():
+    lr = {"grid": {"model.dropout": [0.1, 0.2]}}
+    again = {"set": {"model.dropout": {"select": "best"}}}
+    counts = []
+    for experiments in ({"lr": lr, "again": again}, {"again": again, "lr": lr}):
+        study = Study({"study": "o", "seeds": 2, "experiments": experiments,
+                       "selections": {"best": {"experiment": "lr", "key": "model.dropout"}},
+                       "defaults": {"train": {"early_stopping": {"patience": 2}}}})
+        counts.append(len(study.trained))
+    assert counts == [4, 4]  # `again` borrows lr's runs in both orders
+
+
+def test_keys_inside_a_choice_of_forms_can_vary_in_a_grid():
+    study = Study({"study": "o", "seeds": 1, "experiments": {
+        "es": {"grid": {"train.early_stopping.patience": [2, 4]}, "set": {"data.val_fraction": 0.2}}}})
+    assert sorted(r.spec["train"]["early_stopping"]["patience"] for r in study.rows) == [2, 4]

@@ -20,7 +20,10 @@ def _train(args) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise SpecError(f"--out {args.out}: a file is there; give a folder for the run")
     if args.spec_json is not None:
-        raw = json.loads(args.spec_json)
+        try:
+            raw = json.loads(args.spec_json)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"--spec-json: not valid JSON ({e})") from None
     else:
         raw = spec.read(args.spec)
     if args.selections:

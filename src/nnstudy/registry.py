@@ -193,11 +193,7 @@ def load_plugin(ref: str, where: str) -> str:
         registry.remove_origin(ref)
     _loading = f"{ref}@{sha}"
     try:
-        module_name = "nnstudy_plugin_" + hashlib.sha256(ref.encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        _execute(ref, path)
     except RegistryError:
         raise
     except SyntaxError as e:
@@ -208,6 +204,21 @@ def load_plugin(ref: str, where: str) -> str:
         _loading = None
     _loaded[ref] = sha
     return sha
+
+
+def _execute(ref: str, path: Path) -> None:
+    """Run a plugin's code: a file as a module of its own, a module by its name (so its
+    relative imports work), again if it was imported before (its content changed)."""
+    if ref.endswith(".py") or "/" in ref:
+        name = "nnstudy_plugin_" + hashlib.sha256(ref.encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    elif ref in sys.modules:
+        importlib.reload(sys.modules[ref])
+    else:
+        importlib.import_module(ref)
 
 
 def load_plugins(refs, where: str) -> dict[str, str]:

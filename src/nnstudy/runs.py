@@ -13,8 +13,8 @@ from .training.transfer import verify
 
 def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.device | None = None) -> Built:
     """Load a finished run: `.spec` (resolved), `.data` (the run's split of its dataset),
-    `.model` (in eval mode, with the final weights, model.pt, or those of the best validation
-    epoch, best.pt), `.loss_fn`, `.predict`. Plugins the run used are loaded and must still have
+    `.model` (in eval mode, with the final weights, model.pt, or those of the epoch of best
+    validation accuracy, best.pt), `.loss_fn`, `.predict`. Plugins the run used are loaded and must still have
     the content it was trained with."""
     run_dir = Path(run_dir)
     files = {"final": "model.pt", "best": "best.pt"}
@@ -27,6 +27,9 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     dev = device if isinstance(device, torch.device) else pick_device(device)
     loaded = build(resolve(manifest["spec"]), dev, with_transfer=False)
     path = run_dir / files[weights]
+    if path.name not in manifest.get("files", {path.name: None}):
+        raise SpecError(f"{path}: not a file of this run (run.json lists {', '.join(manifest['files'])})"
+                        + (": it had no validation split" if weights == "best" else ""))
     if not path.exists():
         raise SpecError(f"{path}: missing" + (" (the run had no validation split)" if weights == "best" else ""))
     verify(path, "load_run")

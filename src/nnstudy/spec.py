@@ -240,6 +240,8 @@ def check_dotted(dotted: str, where: str) -> None:
         props = dict(node.get("properties", {}))
         for case in node.get("allOf", []):
             props.update(case["then"]["properties"])
+        for branch in node.get("oneOf", []) + node.get("anyOf", []):
+            props.update(branch.get("properties", {}))
         if part not in props:
             at = ".".join(walked) or "spec"
             raise SpecError(f"{where}: {dotted!r} is not a spec key; allowed under {at}: {', '.join(sorted(props))}")

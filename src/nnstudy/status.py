@@ -5,8 +5,8 @@ pending, the epoch each running run is at, and an estimate of the time left.
 A run's state, from what the training job writes (run.json last, a checkpoint after each epoch,
 its log from the first line):
   finished / diverged   run.json with status completed / diverged
-  failed                its log (logs/<study>/train/<key>.log) holds an error and no checkpoint
-                        was written after it (a rerun starts a fresh log)
+  failed                the latest attempt in its log (logs/<study>/train/<key>.log, appended
+                        to by every attempt) holds an error and no checkpoint was written after it
   running               a checkpoint (its epoch; "?" while it is being replaced), or a log
                         without an error (the job is in its first epoch)
   pending               nothing yet

@@ -13,7 +13,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
 )
 
-from nnstudy import plots, spec
+from nnstudy import plots, schemas, spec
 from nnstudy.status import study_config
 from nnstudy.study import Study
 
@@ -34,10 +34,7 @@ validate(
 R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(config["experiments"])]
-SUMMARY = {
-    name: f"{R}/summary/{name}.parquet"
-    for name in ("curves", "final", "gap", "gradient_flow", "comparisons", "selections")
-}
+SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLES}
 MANIFESTS = [f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained]
 
 

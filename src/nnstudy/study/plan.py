@@ -44,6 +44,8 @@ def fmt(v) -> str:
 def materialise(obj, selections: dict):
     """Replace placeholders by the selected values ({select, from} picks a path by value)."""
     if is_placeholder(obj):
+        if obj["select"] not in selections:
+            raise SpecError(f"--selections: no file for selection {obj['select']!r}, which this spec uses")
         value = selections[obj["select"]]
         return obj["from"][fmt(value)] if "from" in obj else value
     if isinstance(obj, dict):
@@ -92,6 +94,7 @@ class Study:
         c = self.config
         self.name = c["study"]
         self.root = f"{RESULTS}/{self.name}"
+        self._check_size()
         self.seeds = list(range(c["seeds"])) if isinstance(c["seeds"], int) else list(c["seeds"])
         defaults = copy.deepcopy(c["defaults"])
         if "seed" in defaults:
@@ -104,13 +107,15 @@ class Study:
         self._check_experiments()
         # Drawn before anything else reads the variants (selections check their values).
         self.samples = {exp: self._draw(exp) for exp in c["experiments"]}
-        self._check_size()
         self._check_selections()
         self.rows: list[Row] = []
         self.resolved_choices: list[tuple[str, dict]] = []  # (where, resolved spec) of template choices
         concrete: dict[str, Row] = {}
-        # Transfer experiments last: their rows point at their source experiment's rows.
-        for exp in sorted(c["experiments"], key=lambda e: "transfer_from" in c["experiments"][e]):
+        # Experiments whose runs use a selection after those they may borrow runs from, transfer
+        # experiments last: their rows point at their source experiment's rows.
+        order = sorted(c["experiments"], key=lambda e: ("transfer_from" in c["experiments"][e],
+                                                         bool(needs(c["experiments"][e]))))
+        for exp in order:
             for values in self.grid(exp):
                 for seed in self.seeds:
                     self.rows.append(self._row(exp, values, seed, concrete))
@@ -145,10 +150,11 @@ class Study:
     def _check_size(self) -> None:
         """Stop before expanding a grid or seed list far larger than anyone means to train."""
         c, total = self.config, 0
-        for name, exp in c["experiments"].items():
+        seeds = c["seeds"] if isinstance(c["seeds"], int) else len(c["seeds"])
+        for exp in c["experiments"].values():
             sizes = [len(v) for v in exp["grid"].values()]
-            variants = (min(sizes, default=1) if exp["mode"] == "zip" else math.prod(sizes)) * len(self.samples[name])
-            total += variants * len(self.seeds)
+            samples = exp["random"]["samples"] if "random" in exp else 1  # at most: equal draws are merged
+            total += (min(sizes, default=1) if exp["mode"] == "zip" else math.prod(sizes)) * samples * seeds
         if total > c["max_runs"]:
             raise SpecError(f"study: {total:,} runs planned, more than max_runs ({c['max_runs']:,}); set max_runs "
                             "higher in the study file if you mean it")

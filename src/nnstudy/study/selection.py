@@ -17,8 +17,11 @@ def load_selections(paths) -> dict:
     """{name: value} from selection files."""
     out = {}
     for p in paths:
-        blob = json.loads(Path(p).read_text())
-        out[blob["name"]] = blob["value"]
+        try:
+            blob = json.loads(Path(p).read_text())
+            out[blob["name"]] = blob["value"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SpecError(f"--selections {p}: not a selection file ({type(e).__name__}: {e})") from None
     return out
 
 

@@ -73,6 +73,8 @@ class RunState:
                 continue
             if ckpt["run"] != rid:
                 log(f"discarding the checkpoint of run {ckpt['run']} (the spec has changed)")
+                for stale in (*FILES, "best.pt", "best.next.pt"):
+                    (out / stale).unlink(missing_ok=True)
                 return cls()
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])

@@ -3,7 +3,7 @@ it uses), recorded as Parquet.
 
 `run(spec, out)` writes into `out`:
   metrics.parquet, gradients.parquet  (schemas.METRICS / schemas.GRADIENTS)
-  model.pt   final weights            best.pt  weights of the best validation epoch
+  model.pt   final weights            best.pt  weights of the epoch of best validation accuracy
   run.json   spec, id, provenance, status, SHA-256 of each file above (written last: its
              presence means "done")
   checkpoint.pt (+ .prev.pt)          every epoch; a killed run resumes from it (see checkpoint)
@@ -48,8 +48,7 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
         return manifest
     if threads:
         torch.set_num_threads(threads)
-    if resolved["train"]["deterministic"]:
-        deterministic()
+    deterministic(resolved["train"]["deterministic"])
     dev = pick_device(device)
 
     def log(msg: str) -> None:
@@ -64,6 +63,10 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     gen = torch.Generator().manual_seed(resolved["seed"])  # data order and augmentation
     lock = claim(out)  # noqa: F841 (held until this function returns)
     state = RunState.restore(out, rid, r.model, optimizer, gen, dev, log)
+    pending = out / "best.next.pt"  # killed between its checkpoint and the rename, or before both
+    if pending.exists() and state.best_sha256 == sha256(pending):
+        os.replace(pending, out / "best.pt")
+    pending.unlink(missing_ok=True)
     attempt(out, rid, state.epoch)
     epochs = resolved["train"]["epochs"] if not (state.diverged or state.stopped_epoch) else state.epoch
     bar = tqdm(total=epochs, initial=state.epoch, desc=rid, unit="epoch", leave=False, file=sys.stderr,
@@ -73,6 +76,8 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     for epoch in range(state.epoch + 1, epochs + 1):
         one_epoch(r, state, optimizer, frozen_modules, callbacks, gen, epoch, t_segment, out)
         state.save(out, rid, r.model, optimizer, gen, dev)
+        if (out / "best.next.pt").exists():
+            os.replace(out / "best.next.pt", out / "best.pt")
         bar.update(1)
         bar.set_postfix(loss=f"{state.metrics[-1]['loss']:.3f}")
         if state.diverged:
@@ -88,11 +93,14 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     return manifest
 
 
-def deterministic() -> None:
-    """PyTorch's deterministic algorithms; cuBLAS needs a fixed workspace for them, set before
-    CUDA starts (it reads the variable once)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
+def deterministic(on: bool) -> None:
+    """PyTorch's deterministic algorithms, set for every run (the switch is process-wide). cuBLAS
+    needs a fixed workspace for them, set before CUDA starts (it reads the variable once). An
+    operation without a deterministic CUDA kernel (e.g. adaptive average pooling's backward)
+    warns instead of stopping the run."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
     torch.backends.cudnn.benchmark = False
 
 
@@ -124,7 +132,8 @@ def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, g
         state.gradients.extend(cb.end_epoch(r.id, epoch))
     if "val" in results and evaluated and results["val"][1] > state.best_val:
         state.best_val = results["val"][1]
-        state.best_sha256 = checkpoint.save_weights(r.model.state_dict(), out / "best.pt")
+        # best.pt takes it once the checkpoint recording its checksum is saved (run loop).
+        state.best_sha256 = checkpoint.save_weights(r.model.state_dict(), out / "best.next.pt")
     if evaluated and "val" in results and tr["early_stopping"]:
         patience(state, tr["early_stopping"], results["val"], epoch)
     state.epoch, state.elapsed, state.diverged = epoch, time.perf_counter() - t_segment, diverged
@@ -186,8 +195,8 @@ def finish(r: Built, state: RunState, out: Path) -> dict:
                   out / "gradients.parquet")
     files = {"model.pt": checkpoint.save_weights(r.model.state_dict(), out / "model.pt"),
              "metrics.parquet": sha256(out / "metrics.parquet"), "gradients.parquet": sha256(out / "gradients.parquet")}
-    if state.best_sha256:
-        files["best.pt"] = state.best_sha256
+    if state.best_sha256 and (out / "best.pt").exists():
+        files["best.pt"] = sha256(out / "best.pt")
     manifest = {
         "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec, "files": files,
         "epochs_completed": state.epoch, "stopped_epoch": state.stopped_epoch, "resumed_from": resumptions(out, r.id),
