@@ -120,3 +120,22 @@ def test_a_study_without_gradient_statistics_summarises(tmp_path):
     assert table.empty
     plots.figure_gradients(table, "lr", tmp_path / "gradient_flow_lr.png")
     assert (tmp_path / "gradient_flow_lr.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_parquet_file_of_a_finished_run_is_healed(shared_data, tmp_path, straight, damage):
+    from nnstudy.runs import heal
+
+    spec, out = small(shared_data), tmp_path / "r"
+    first = training.run(spec, out)
+    path = out / "metrics.parquet"
+    blob = bytearray(path.read_bytes())
+    if damage == "truncate":
+        blob = blob[:-20]
+    else:
+        blob[len(blob) // 2] ^= 0x04
+    path.write_bytes(bytes(blob))
+    assert heal([out, tmp_path / "straight"]) == 1 and not (out / "run.json").exists()
+    again = training.run(spec, out)  # what the workflow's rerun does: finished from the kept checkpoint
+    assert again["files"] == first["files"] and again["resumed_from"] == [3]
+    pd.testing.assert_frame_equal(_without_clock(schemas.read(path, schemas.METRICS)), _without_clock(straight))

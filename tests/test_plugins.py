@@ -64,6 +64,12 @@ def test_plugin_study_plans_trains_transfers_and_edits_retrain_only_its_runs(plu
     assert changed == {(e, s) for e in ("base", "transfer") for s in (0, 1)}
     again = snakemake("-d", plugged, "--cores", 2, "--configfile", plugged / "study.yaml", "-n")
     assert job_counts(again.stdout)["train"] == 4  # the plugin's runs; the xor runs stay done
+    metrics = plugged / "results/plugged/train" / keys["builtin", 1] / "metrics.parquet"
+    blob = bytearray(metrics.read_bytes())
+    blob[len(blob) // 2] ^= 0x01  # one flipped bit in a finished run's Parquet file
+    metrics.write_bytes(bytes(blob))
+    healed = snakemake("-d", plugged, "--cores", 2, "--configfile", plugged / "study.yaml", "-n")
+    assert job_counts(healed.stdout)["train"] == 5 and "metrics.parquet damaged" in healed.stderr
 
 
 def test_plugin_run_resumes_bit_identical_after_sigkill(plugged):

@@ -1,7 +1,10 @@
-"""The one way back from disk: a finished run's spec, data (same seed, same split) and model."""
+"""The one way back from disk: a finished run's spec, data (same seed, same split) and model;
+and the check that a finished run's files are still what its run.json recorded."""
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -36,3 +39,37 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     loaded.model.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
     loaded.model.eval()
     return loaded
+
+
+def damaged(run_dir: str | Path) -> list[str]:
+    """The files of a finished run that are missing or differ from what its run.json recorded:
+    Parquet files by SHA-256, weights by size (hashing every weights file at each plan would
+    be slow; their content is checked when they are read: transfer, load_run)."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "run.json").read_text())
+    bad = []
+    for name, sha in manifest.get("files", {}).items():
+        path = run_dir / name
+        if not path.exists() or path.stat().st_size != manifest.get("bytes", {}).get(name, path.stat().st_size):
+            bad.append(name)
+        elif name.endswith(".parquet") and hashlib.sha256(path.read_bytes()).hexdigest() != sha:
+            bad.append(name)
+    return bad
+
+
+def heal(run_dirs) -> int:
+    """Mark every finished run with a damaged file as not done (its run.json and the damaged
+    files are removed, with a line on stderr), so the workflow trains it again. Returns how many."""
+    healed = 0
+    for run_dir in map(Path, run_dirs):
+        try:
+            bad = damaged(run_dir) if (run_dir / "run.json").exists() else []
+        except (ValueError, OSError):  # run.json itself unreadable
+            bad = ["run.json"]
+        if bad:
+            for name in ["run.json", *bad]:
+                (run_dir / name).unlink(missing_ok=True)
+            print(f"nnstudy: {run_dir}: {', '.join(bad)} damaged or missing; the run will be trained again",
+                  file=sys.stderr)
+            healed += 1
+    return healed

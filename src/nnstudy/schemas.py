@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,9 +69,25 @@ def atomic(path: Path):
     tmp = atomic_path(path)
     try:
         yield tmp
+        fault(tmp)
         tmp.replace(path)
+        fault(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_faults = random.Random()
+
+
+def fault(at: Path) -> None:
+    """Fault injection for the fault-tolerance tests: with NNSTUDY_FAULTS=P set, SIGKILL this
+    process with probability P just before and just after every write's rename (every output
+    and checkpoint goes through `atomic`), logging the moment to $NNSTUDY_FAULTS_LOG first."""
+    p = float(os.environ.get("NNSTUDY_FAULTS", 0))
+    if p and _faults.random() < p:
+        with open(os.environ.get("NNSTUDY_FAULTS_LOG", os.devnull), "a") as log:
+            log.write(f"{os.getpid()} {at}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:

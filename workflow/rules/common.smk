@@ -14,6 +14,7 @@ os.environ.update(
 )
 
 from nnstudy import plots, schemas, spec
+from nnstudy.runs import heal
 from nnstudy.status import study_config
 from nnstudy.study import Study
 
@@ -28,6 +29,7 @@ config.clear()
 config.update(_study)
 STUDY = Study(config)  # first: its errors name the key and the allowed keys or values
 STUDY.check_plugins()  # users' models and datasets build, before any job starts
+heal(STUDY.run_dir(k) for k in STUDY.trained)  # a damaged finished run is trained again
 validate(
     config, spec.SCHEMA_PATH
 )  # fills the study-level defaults into `config` for the scripts
@@ -36,6 +38,12 @@ SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(config["experiments"])]
 SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLES}
 MANIFESTS = [f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained]
+# The per-run Parquet files the summary steps read: inputs, so a rewritten one reruns them.
+PARQUET = [
+    f"{STUDY.run_dir(k)}/{n}.parquet"
+    for k in STUDY.trained
+    for n in ("metrics", "gradients")
+]
 
 
 wildcard_constraints:

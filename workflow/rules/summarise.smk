@@ -6,6 +6,7 @@ localrules:
 rule collect:
     input:
         manifests=MANIFESTS,
+        parquet=PARQUET,
         selections=SELECTIONS,
     output:
         runs=directory(f"{R}/runs"),

@@ -357,8 +357,9 @@ class Study:
         return f"{self.root}/selections/{name}.json"
 
     def selection_inputs(self, name: str) -> list[str]:
+        """Files the selection reads: each run's run.json and metrics of its experiment."""
         sel = self.config["selections"][name]
-        return [f"{self.run_dir(r.key)}/run.json" for r in self.rows_of(sel["experiment"])]
+        return [f"{self.run_dir(r.key)}/{f}" for r in self.rows_of(sel["experiment"]) for f in ("run.json", "metrics.parquet")]
 
 
 def _check_random(name: str, exp: dict) -> None:

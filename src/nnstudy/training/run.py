@@ -54,9 +54,9 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     def log(msg: str) -> None:
         print(f"nnstudy[{rid}]: {msg}", file=sys.stderr, flush=True)
 
+    r = build(resolved, dev)  # before the first log line: a bad spec or data gives one line only
     log(f"training on the CPU ({torch.get_num_threads()} threads)" if dev.type == "cpu"
         else f"training on {dev} ({torch.cuda.get_device_name(dev)})")
-    r = build(resolved, dev)
     optimizer = make_optimizer([p for p in r.model.parameters() if p.requires_grad], resolved["optim"])
     callbacks = ([GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))]
                  if resolved["train"]["gradients"] else [])
@@ -197,8 +197,10 @@ def finish(r: Built, state: RunState, out: Path) -> dict:
              "metrics.parquet": sha256(out / "metrics.parquet"), "gradients.parquet": sha256(out / "gradients.parquet")}
     if state.best_sha256 and (out / "best.pt").exists():
         files["best.pt"] = sha256(out / "best.pt")
+    sizes = {name: (out / name).stat().st_size for name in files}
     manifest = {
-        "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec, "files": files,
+        "id": r.id, "status": "diverged" if state.diverged else "completed", "spec": r.spec,
+        "files": files, "bytes": sizes,
         "epochs_completed": state.epoch, "stopped_epoch": state.stopped_epoch, "resumed_from": resumptions(out, r.id),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "git": provenance.git(), "versions": provenance.versions(), **provenance.machine(r.device),

@@ -34,7 +34,7 @@ def apply(model: nn.Module, t: dict, device: torch.device) -> set[str]:
     names of the frozen parameters."""
     if t["source"] is not None:
         src = Path(t["source"])
-        if not src.exists():
+        if not src.is_file():
             raise SpecError(f"spec.transfer.source: no weights file at {src}")
         verify(src, "spec.transfer.source")
         state = torch.load(src, map_location=device, weights_only=True)

@@ -1,0 +1,84 @@
+"""Fault injection with real SIGKILLs: training jobs killed around every write, Snakemake itself
+killed twice; rerun until done; the study must equal an uninterrupted one, with 0 runs lost,
+0 retrained from scratch, no temporary file left and every resumption on record."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT
+from test_workflow import ENV
+
+from nnstudy import schemas
+
+pytestmark = pytest.mark.slow
+SMK = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
+STUDY = {
+    "study": "faults", "seeds": 5, "gradient_window": 1,
+    "defaults": {"data": {"name": "imagefolder", "root": str(ROOT / "data/demo-cifar10"), "train_size": 400,
+                          "test_size": 200}, "model": {"hidden": [32]},
+                 "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "train": {"epochs": 3, "batch_size": 50}},
+    "experiments": {"lr": {"grid": {"optim.lr": [0.02, 0.05]}}, "width": {"grid": {"model.hidden": [[16], [48]]}}},
+    "comparisons": {"lr_pair": {"pairs": [["lr/lr=0.05", "lr/lr=0.02"]]}},
+}
+
+
+def run_study(work, faults: float = 0.0, kill_after: float | None = None):
+    """One Snakemake invocation; returns its exit code (None if this test killed it)."""
+    env = {**ENV, "NNSTUDY_FAULTS": str(faults), "NNSTUDY_FAULTS_LOG": str(work / "faults.log")}
+    cmd = SMK + ["-d", work, "--configfile", work / "study.yaml", "--keep-going", "--rerun-incomplete"]
+    subprocess.run(SMK + ["-d", work, "--configfile", work / "study.yaml", "--unlock"], env=env, capture_output=True)
+    proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=kill_after)
+        return proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)  # Snakemake itself; its jobs go on as orphans
+        proc.wait()
+        return None
+
+
+def collected(work) -> pd.DataFrame:
+    runs = pd.read_parquet(work / "results/faults/runs").drop(columns=list(schemas.WALL_CLOCK))
+    runs["experiment"] = runs["experiment"].astype(str)
+    return runs.sort_values(["experiment", "variant", "seed", "epoch", "split"]).reset_index(drop=True)
+
+
+def test_study_survives_kills_at_the_worst_moments(tmp_path):
+    straight, faulty = tmp_path / "straight", tmp_path / "faulty"
+    for work in (straight, faulty):
+        work.mkdir()
+        (work / "study.yaml").write_text(yaml.safe_dump(STUDY))
+    assert run_study(straight) == 0
+    rng = random.Random(0)
+    snakemake_kills, rounds = 0, 0
+    while True:
+        rounds += 1
+        assert rounds <= 25, "the study did not finish under faults"
+        kill = snakemake_kills < 2 and rounds > 1
+        code = run_study(faulty, faults=0.02, kill_after=rng.uniform(4, 12) if kill else None)
+        snakemake_kills += code is None
+        if code == 0 and snakemake_kills >= 2:
+            break
+        time.sleep(0.5)  # orphans of a killed Snakemake finish or die
+    killed = (faulty / "faults.log").read_text().splitlines() if (faulty / "faults.log").exists() else []
+    print(f"\nsurvived {len(killed)} injected SIGKILLs of jobs and {snakemake_kills} of Snakemake in {rounds} rounds")
+    assert len(killed) >= 5
+    pd.testing.assert_frame_equal(collected(faulty), collected(straight))
+    runs = list((faulty / "results/faults/train").iterdir())
+    assert len(runs) == 20 and all((r / "run.json").exists() for r in runs)  # 0 lost
+    resumed = 0
+    for run in runs:
+        starts = [json.loads(x)["from_epoch"] for x in (run / "attempts.jsonl").read_text().splitlines()]
+        assert starts == sorted(starts), f"{run.name} was trained again from an earlier epoch: {starts}"
+        assert json.loads((run / "run.json").read_text())["resumed_from"] == starts[1:]  # every start on record
+        resumed += len(starts) - 1
+    leftovers = [p for p in (faulty / "results").rglob("*") if p.name.endswith(".tmp")]
+    assert leftovers == [] and resumed >= 1
+    assert not os.environ.get("NNSTUDY_FAULTS")
