@@ -89,3 +89,33 @@ def test_bad_selection_files_and_spec_json_name_the_option(tmp_path, capsys):
     assert cli.main(["train", "--spec-json", "{not json", "--out", str(tmp_path / "r")]) == 2
     assert "--spec-json: not valid JSON" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_check_names_the_line_of_a_yaml_error_and_plans_a_good_study(tmp_path, capsys):
+    from conftest import ROOT
+
+    (tmp_path / "bad.yaml").write_text("study: x\nexperiments:\n  a: {grid: {optim.lr: [0.1, 0.2}}\n")
+    assert cli.main(["check", "--configfile", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "bad.yaml") in err and "line 3" in err and err.count("\n") == 1
+    assert cli.main(["check", "--configfile", str(ROOT / "studies" / "demo.yaml")]) == 0
+    assert "study demo: 80 runs planned, 70 to train" in capsys.readouterr().out
+
+
+def test_a_constant_channel_is_scaled_not_divided_by_zero(capsys):
+    import torch
+
+    import nnstudy
+    from nnstudy import data
+
+    images = torch.randint(0, 256, (20, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images[:, 1] = 128
+
+    @nnstudy.register_dataset("flat_channel_test")
+    def flat():
+        return images, torch.arange(20) % 2, images[:4], torch.arange(4) % 2
+
+    d = data.build(spec_mod.resolve({"data": {"name": "flat_channel_test"}})["data"], 0, torch.device("cpu"))
+    x = next(d.batches("test", 4))[0]
+    assert torch.isfinite(x).all() and (x[:, 1] == 0).all()
+    assert "channel(s) [1] of flat_channel_test are constant" in capsys.readouterr().err

@@ -52,6 +52,15 @@ def _list(args) -> None:
             print(f"  {e.name} {what}{where}\n      {doc}")
 
 
+def _check(args) -> None:
+    from . import status
+
+    study = status.read_study(args.configfile)
+    study.check_plugins()
+    print(f"{args.configfile}: study {study.name}: {len(study.rows)} runs planned, {len(study.trained)} to train "
+          f"({len(study.config['experiments'])} experiments, {len(study.seeds)} seeds)")
+
+
 def _status(args) -> None:
     from . import status
 
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("list", help="list the registered datasets, models, optimisers, schedules and losses")
     p.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to load first")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser("check", help="validate and plan a study file (YAML errors with their line), train nothing")
+    p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
+    p.set_defaults(func=_check, errors=(OSError,))
 
     p = sub.add_parser("status", help="runs planned, finished, diverged, running, failed, pending; time left")
     p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")

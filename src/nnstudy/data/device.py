@@ -2,6 +2,7 @@
 normalised and augmented per batch, batched by indexing (no DataLoader)."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -133,7 +134,12 @@ def _normalisation(data_spec: dict, x: torch.Tensor, device) -> tuple[torch.Tens
     channels = x.shape[1]
     if how == "train":
         xs = x.float() / 255
-        mean, std = xs.mean((0, 2, 3)), xs.std((0, 2, 3)).clamp_min(MIN_STD)
+        mean, std = xs.mean((0, 2, 3)), xs.std((0, 2, 3))
+        flat = (std < MIN_STD).nonzero().flatten().tolist()
+        if flat:
+            print(f"nnstudy: data: channel(s) {flat} of {data_spec['name']} are constant in the training split; "
+                  f"they are scaled by {MIN_STD} instead of their std", file=sys.stderr)
+        std = std.clamp_min(MIN_STD)
     else:
         mean, std = (torch.tensor(v) for v in (IMAGENET if how == "imagenet" else (how["mean"], how["std"])))
         if len(mean) != channels or len(std) != channels:
