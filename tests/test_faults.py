@@ -21,17 +21,22 @@ pytestmark = pytest.mark.slow
 SMK = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
 STUDY = {
     "study": "faults", "seeds": 5, "gradient_window": 1,
-    "defaults": {"data": {"name": "imagefolder", "root": str(ROOT / "data/demo-cifar10"), "train_size": 400,
+    "defaults": {"data": {"name": "imagefolder", "root": str(ROOT / "data/demo-cifar10"), "train_size": 300,
                           "test_size": 200}, "model": {"hidden": [32]},
-                 "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "train": {"epochs": 3, "batch_size": 50}},
+                 "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "train": {"epochs": 2, "batch_size": 50}},
     "experiments": {"lr": {"grid": {"optim.lr": [0.02, 0.05]}}, "width": {"grid": {"model.hidden": [[16], [48]]}}},
     "comparisons": {"lr_pair": {"pairs": [["lr/lr=0.05", "lr/lr=0.02"]]}},
 }
 
 
-def run_study(work, faults: float = 0.0, kill_after: float | None = None):
+# SIGKILL probability just before and just after each write's rename, per file.
+FAULTS = "checkpoint.pt:0.03,best.next.pt:0.03,metrics.parquet:0.08,gradients.parquet:0.05,model.pt:0.08,run.json:0.08,*:0.02"
+WRITES = ("checkpoint.pt", "metrics.parquet", "model.pt", "run.json")  # each must have been hit
+
+
+def run_study(work, faults: str = "", kill_after: float | None = None):
     """One Snakemake invocation; returns its exit code (None if this test killed it)."""
-    env = {**ENV, "NNSTUDY_FAULTS": str(faults), "NNSTUDY_FAULTS_LOG": str(work / "faults.log")}
+    env = {**ENV, "NNSTUDY_FAULTS": faults, "NNSTUDY_FAULTS_LOG": str(work / "faults.log")}
     cmd = SMK + ["-d", work, "--configfile", work / "study.yaml", "--keep-going", "--rerun-incomplete"]
     subprocess.run(SMK + ["-d", work, "--configfile", work / "study.yaml", "--unlock"], env=env, capture_output=True)
     proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -62,14 +67,15 @@ def test_study_survives_kills_at_the_worst_moments(tmp_path):
         rounds += 1
         assert rounds <= 25, "the study did not finish under faults"
         kill = snakemake_kills < 2 and rounds > 1
-        code = run_study(faulty, faults=0.02, kill_after=rng.uniform(4, 12) if kill else None)
+        code = run_study(faulty, faults=FAULTS, kill_after=rng.uniform(4, 12) if kill else None)
         snakemake_kills += code is None
         if code == 0 and snakemake_kills >= 2:
             break
         time.sleep(0.5)  # orphans of a killed Snakemake finish or die
     killed = (faulty / "faults.log").read_text().splitlines() if (faulty / "faults.log").exists() else []
     print(f"\nsurvived {len(killed)} injected SIGKILLs of jobs and {snakemake_kills} of Snakemake in {rounds} rounds")
-    assert len(killed) >= 5
+    hit = {w for w in WRITES for line in killed if f"/{w}" in line or f"/.{w}." in line}
+    assert hit == set(WRITES), f"no kill around {set(WRITES) - hit}"
     pd.testing.assert_frame_equal(collected(faulty), collected(straight))
     runs = list((faulty / "results/faults/train").iterdir())
     assert len(runs) == 20 and all((r / "run.json").exists() for r in runs)  # 0 lost

@@ -80,10 +80,16 @@ _faults = random.Random()
 
 
 def fault(at: Path) -> None:
-    """Fault injection for the fault-tolerance tests: with NNSTUDY_FAULTS=P set, SIGKILL this
-    process with probability P just before and just after every write's rename (every output
-    and checkpoint goes through `atomic`), logging the moment to $NNSTUDY_FAULTS_LOG first."""
-    p = float(os.environ.get("NNSTUDY_FAULTS", 0))
+    """Fault injection for the fault-tolerance tests: with NNSTUDY_FAULTS="P" (every file) or
+    "name:P,name:P,*:P" set, SIGKILL this process with probability P just before and just after
+    a write's rename (every output and checkpoint goes through `atomic`), logging the moment to
+    $NNSTUDY_FAULTS_LOG first."""
+    spec = os.environ.get("NNSTUDY_FAULTS", "")
+    if not spec:
+        return
+    rates = dict(part.rsplit(":", 1) if ":" in part else ("*", part) for part in spec.split(","))
+    name = at.name if not at.name.endswith(".tmp") else at.name[1:].split(".tmp")[0].rsplit(".", 1)[0]
+    p = float(rates.get(name, rates.get("*", 0)))
     if p and _faults.random() < p:
         with open(os.environ.get("NNSTUDY_FAULTS_LOG", os.devnull), "a") as log:
             log.write(f"{os.getpid()} {at}\n")
