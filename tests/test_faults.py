@@ -34,19 +34,27 @@ FAULTS = "checkpoint.pt:0.03,best.next.pt:0.03,metrics.parquet:0.08,gradients.pa
 WRITES = ("checkpoint.pt", "metrics.parquet", "model.pt", "run.json")  # each must have been hit
 
 
-def run_study(work, faults: str = "", kill_after: float | None = None):
-    """One Snakemake invocation; returns its exit code (None if this test killed it)."""
+def run_study(work, rng: random.Random, faults: str = "", kill_after: float | None = None) -> tuple:
+    """One Snakemake invocation, with a training job of this study SIGKILLed at a random moment
+    every few seconds when `faults` are on. Returns (exit code or None if this test killed
+    Snakemake, training jobs killed from outside)."""
     env = {**ENV, "NNSTUDY_FAULTS": faults, "NNSTUDY_FAULTS_LOG": str(work / "faults.log")}
     cmd = SMK + ["-d", work, "--configfile", work / "study.yaml", "--keep-going", "--rerun-incomplete"]
     subprocess.run(SMK + ["-d", work, "--configfile", work / "study.yaml", "--unlock"], env=env, capture_output=True)
     proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        proc.wait(timeout=kill_after)
-        return proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)  # Snakemake itself; its jobs go on as orphans
-        proc.wait()
-        return None
+    started, killed = time.monotonic(), 0
+    while proc.poll() is None:
+        if kill_after is not None and time.monotonic() - started > kill_after:
+            proc.send_signal(signal.SIGKILL)  # Snakemake itself; its jobs go on as orphans
+            proc.wait()
+            return None, killed
+        time.sleep(rng.uniform(1, 4))
+        jobs = subprocess.run(["pgrep", "-f", "nnstudy train .*--out results/faults/train/"], capture_output=True,
+                              text=True).stdout.split() if faults else []
+        if jobs and rng.random() < 0.5:
+            os.kill(int(rng.choice(jobs)), signal.SIGKILL)
+            killed += 1
+    return proc.returncode, killed
 
 
 def collected(work) -> pd.DataFrame:
@@ -60,20 +68,21 @@ def test_study_survives_kills_at_the_worst_moments(tmp_path):
     for work in (straight, faulty):
         work.mkdir()
         (work / "study.yaml").write_text(yaml.safe_dump(STUDY))
-    assert run_study(straight) == 0
     rng = random.Random(0)
-    snakemake_kills, rounds = 0, 0
+    assert run_study(straight, rng)[0] == 0
+    snakemake_kills, outside_kills, rounds = 0, 0, 0
     while True:
         rounds += 1
         assert rounds <= 25, "the study did not finish under faults"
         kill = snakemake_kills < 2 and rounds > 1
-        code = run_study(faulty, faults=FAULTS, kill_after=rng.uniform(4, 12) if kill else None)
-        snakemake_kills += code is None
+        code, killed_now = run_study(faulty, rng, faults=FAULTS, kill_after=rng.uniform(4, 12) if kill else None)
+        snakemake_kills, outside_kills = snakemake_kills + (code is None), outside_kills + killed_now
         if code == 0 and snakemake_kills >= 2:
             break
         time.sleep(0.5)  # orphans of a killed Snakemake finish or die
     killed = (faulty / "faults.log").read_text().splitlines() if (faulty / "faults.log").exists() else []
-    print(f"\nsurvived {len(killed)} injected SIGKILLs of jobs and {snakemake_kills} of Snakemake in {rounds} rounds")
+    print(f"\nsurvived {len(killed)} SIGKILLs of jobs around writes, {outside_kills} at random moments and "
+          f"{snakemake_kills} of Snakemake, in {rounds} rounds")
     hit = {w for w in WRITES for line in killed if f"/{w}" in line or f"/.{w}." in line}
     assert hit == set(WRITES), f"no kill around {set(WRITES) - hit}"
     pd.testing.assert_frame_equal(collected(faulty), collected(straight))

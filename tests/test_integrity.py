@@ -139,3 +139,14 @@ def test_a_damaged_parquet_file_of_a_finished_run_is_healed(shared_data, tmp_pat
     again = training.run(spec, out)  # what the workflow's rerun does: finished from the kept checkpoint
     assert again["files"] == first["files"] and again["resumed_from"] == [3]
     pd.testing.assert_frame_equal(_without_clock(schemas.read(path, schemas.METRICS)), _without_clock(straight))
+
+
+def test_truncated_weights_of_a_finished_run_are_healed(shared_data, tmp_path):
+    from nnstudy.runs import damaged, heal
+
+    out = tmp_path / "r"
+    training.run(small(shared_data, epochs=1), out)
+    weights = out / "model.pt"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    assert damaged(out) == ["model.pt"]
+    assert heal([out]) == 1 and not (out / "run.json").exists() and not weights.exists()

@@ -182,8 +182,15 @@ def attempt(out: Path, rid: str, from_epoch: int) -> None:
 
 def resumptions(out: Path, rid: str) -> list[int]:
     """The epoch each start after the first resumed from."""
-    lines = [json.loads(x) for x in (out / "attempts.jsonl").read_text().splitlines() if x.strip()]
-    return [a["from_epoch"] for a in lines if a["run"] == rid][1:]
+    starts = []
+    for line in (out / "attempts.jsonl").read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:  # one small write each, so never expected; a damaged line is not a start
+            continue
+        if entry["run"] == rid:
+            starts.append(entry["from_epoch"])
+    return starts[1:]
 
 
 def finish(r: Built, state: RunState, out: Path) -> dict:
