@@ -94,6 +94,6 @@ def test_study_survives_kills_at_the_worst_moments(tmp_path):
         assert starts == sorted(starts), f"{run.name} was trained again from an earlier epoch: {starts}"
         assert json.loads((run / "run.json").read_text())["resumed_from"] == starts[1:]  # every start on record
         resumed += len(starts) - 1
-    leftovers = [p for p in (faulty / "results").rglob("*") if p.name.endswith(".tmp")]
+    leftovers = [p for p in (faulty / "results").rglob(".*") if p.name.endswith(".tmp") or p.is_dir()]
     assert leftovers == [] and resumed >= 1
     assert not os.environ.get("NNSTUDY_FAULTS")

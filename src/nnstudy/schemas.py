@@ -1,6 +1,7 @@
 """Every Parquet table nnstudy writes, declared once, and the atomic writer/reader that enforce them."""
 from __future__ import annotations
 
+import glob
 import os
 import random
 import shutil
@@ -72,6 +73,10 @@ def atomic(path: Path):
         fault(tmp)
         tmp.replace(path)
         fault(path)
+        # Temporary files of earlier writers of this file that were killed before their rename:
+        # every output has one writer at a time (a Snakemake job, a locked run folder).
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -154,6 +159,8 @@ def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.*"):  # of killed earlier writers
+            shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
