@@ -48,10 +48,10 @@ def run_study(work, rng: random.Random, faults: str = "", kill_after: float | No
             proc.send_signal(signal.SIGKILL)  # Snakemake itself; its jobs go on as orphans
             proc.wait()
             return None, killed
-        time.sleep(rng.uniform(1, 4))
+        time.sleep(rng.uniform(2, 5))
         jobs = subprocess.run(["pgrep", "-f", "nnstudy train .*--out results/faults/train/"], capture_output=True,
                               text=True).stdout.split() if faults else []
-        if jobs and rng.random() < 0.5:
+        if jobs and rng.random() < 0.3:
             os.kill(int(rng.choice(jobs)), signal.SIGKILL)
             killed += 1
     return proc.returncode, killed

@@ -73,12 +73,20 @@ def atomic(path: Path):
         fault(tmp)
         tmp.replace(path)
         fault(path)
-        # Temporary files of earlier writers of this file that were killed before their rename:
-        # every output has one writer at a time (a Snakemake job, a locked run folder).
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale(outputs) -> None:
+    """Remove the temporary files and folders that killed writers of these outputs left. Only for
+    a process that is their one writer (a workflow job owns its outputs; a run folder is locked):
+    elsewhere, e.g. the shared dataset cache, another process may be writing one right now."""
+    for out in map(Path, outputs):
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 _faults = random.Random()
@@ -159,8 +167,6 @@ def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
-        for stale in out.parent.glob(f".{glob.escape(out.name)}.*"):  # of killed earlier writers
-            shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,6 +1,6 @@
 from nnstudy.logs import logged
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], snakemake.output):
     from pathlib import Path
     from nnstudy import plots, schemas
 

@@ -1,6 +1,6 @@
 from nnstudy.logs import logged
 
-with logged(snakemake.log[0]):
+with logged(snakemake.log[0], snakemake.output):
     from nnstudy.aggregate import summarise_study
     from nnstudy.study import Study
 
