@@ -1,15 +1,13 @@
 """Early stopping on validation: the expected epoch on a plateau, an exact resume after SIGKILL,
 and the determinism switch recorded with the run."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 from conftest import ROOT, mnist_spec
-from test_train import _checkpoint_epoch, _without_clock
+from test_train import _without_clock, kill_at_epoch
 
 from nnstudy import cli, schemas, training
 
@@ -48,14 +46,8 @@ def test_sigkill_after_patience_started_resumes_to_the_same_stop(shared_data, tm
                                                                                  "min_delta": 1e-4}})
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nnstudy", "train", "--spec", tmp_path / "spec.json",
-                             "--out", out, "--threads", "2"], cwd=ROOT)
-    deadline = time.monotonic() + 180
-    while _checkpoint_epoch(out / "checkpoint.pt") < 3:  # best at 1, two epochs without gain counted
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before epoch 3 was checkpointed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # Killed at epoch 3: best at 1, two epochs without gain counted.
+    kill_at_epoch(["--spec", tmp_path / "spec.json", "--out", out, "--threads", "2"], out, 3, ROOT, timeout=180)
     resumed = training.run(spec, out, threads=2)
     straight = training.run(spec, tmp_path / "straight", threads=2)
     assert resumed["resumed_from"] and resumed["resumed_from"][0] >= 3

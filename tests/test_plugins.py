@@ -1,17 +1,13 @@
 """Users' own code: a plugin file registers a model and a dataset that a study uses by name."""
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 from conftest import ROOT
-from test_train import _checkpoint_epoch, _without_clock
+from test_train import _without_clock, kill_at_epoch
 from test_workflow import job_counts, snakemake
 
 from nnstudy import schemas, spec as spec_mod, training
@@ -77,14 +73,7 @@ def test_plugin_run_resumes_bit_identical_after_sigkill(plugged):
             "model": {"name": "tower", "width": 256}, "train": {"epochs": 4, "batch_size": 16}}
     (plugged / "spec.json").write_text(json.dumps(spec))
     out = plugged / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nnstudy", "train", "--spec", "spec.json", "--out", out,
-                             "--threads", "1"], cwd=plugged)
-    deadline = time.monotonic() + 180
-    while _checkpoint_epoch(out / "checkpoint.pt") < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before epoch 2 was checkpointed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_epoch(["--spec", "spec.json", "--out", out, "--threads", "1"], out, 2, plugged, timeout=180)
     resumed = training.run(spec, out, threads=1)
     assert resumed["resumed_from"] == [2] and resumed["spec"]["plugins"]["blobs.py"]
     training.run(spec, plugged / "straight", threads=1)

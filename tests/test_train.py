@@ -102,19 +102,23 @@ def _checkpoint_epoch(path):
         return 0
 
 
+def kill_at_epoch(args: list, out, epoch: int, cwd, timeout: float = 120) -> None:
+    """Start `nnstudy train ARGS` and SIGKILL it once its checkpoint has reached `epoch`."""
+    proc = subprocess.Popen([sys.executable, "-m", "nnstudy", "train", *args], cwd=cwd)
+    deadline = time.monotonic() + timeout
+    while _checkpoint_epoch(out / "checkpoint.pt") < epoch:
+        assert proc.poll() is None and time.monotonic() < deadline, f"run ended before epoch {epoch} was checkpointed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkilled_run_resumes_bit_identical(shared_data, tmp_path):
     spec = mnist_spec(shared_data, data={"train_size": 12000}, model={"hidden": [256, 128]},
                       train={"epochs": 4, "batch_size": 32})
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nnstudy", "train", "--spec", tmp_path / "spec.json",
-                             "--out", out, "--threads", "2"], cwd=ROOT)
-    deadline = time.monotonic() + 120
-    while _checkpoint_epoch(out / "checkpoint.pt") < 2:
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before epoch 2 was checkpointed"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_epoch(["--spec", tmp_path / "spec.json", "--out", out, "--threads", "2"], out, 2, ROOT)
     killed_at = _checkpoint_epoch(out / "checkpoint.pt")
     assert 2 <= killed_at < 4
     assert not (out / "run.json").exists() and not (out / "metrics.parquet").exists()
