@@ -13,6 +13,6 @@ rule all:
         f"{R}/report.html",
         # Every run, summary and figure is a target too: Snakemake does not rebuild a deleted
         # intermediate file whose consumers are up to date, and a deleted one must come back.
-        MANIFESTS,
+        JOBS,
         SUMMARY.values(),
         FIGURES,

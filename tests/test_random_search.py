@@ -2,7 +2,7 @@
 import pytest
 import yaml
 from conftest import ROOT
-from test_workflow import job_counts, snakemake
+from test_workflow import job_counts, planned_runs, snakemake
 
 from nnstudy.spec import SpecError
 from nnstudy.study import Study, labelled
@@ -94,4 +94,6 @@ def test_dry_run_lists_every_sample_with_every_seed(tmp_path):
     plan = snakemake("-d", tmp_path, "-n", "--configfile", path)
     out = plan.stderr + plan.stdout
     assert plan.returncode == 0, out[-2000:]
-    assert job_counts(out)["train"] == 4 * 2 and "select" not in job_counts(out)
+    assert job_counts(out)["train"] == 4 and "select" not in job_counts(out)  # a job per sample, with both seeds
+    runs = planned_runs(out)
+    assert len(runs) == 4 and all(len(keys) == 2 for keys in runs.values())

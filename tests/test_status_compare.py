@@ -131,24 +131,27 @@ def test_errors_are_one_line(tmp_path):
     assert code == 2 and len(err.splitlines()) == 1 and "results/tiny/runs not found or empty" in err, err
 
 
-def fake_run(work: Path, key: str, state: str, times=(), epoch: int = 0) -> None:
-    """The files a training job leaves in each state (see nnstudy.status)."""
-    out, log = work / "results" / "tiny" / "train" / key, work / "logs" / "tiny" / "train" / f"{key}.log"
+def fake_run(work: Path, study: Study, key: str, state: str, times=(), epoch: int = 0) -> None:
+    """The files a training job leaves in each state (see nnstudy.status); the runs of one job
+    share its log, one after another."""
+    out, log = work / "results" / "tiny" / "train" / key, work / "logs" / "tiny" / "train" / f"{study.job_of[key]}.log"
     out.mkdir(parents=True)
     log.parent.mkdir(parents=True, exist_ok=True)
+    started = f"nnstudy: run {key}: starting (1 of 3)\nnnstudy[x]: training on the CPU\n"
     rows = [{"epoch": e, "split": s, "epoch_time": t} for e, t in enumerate(times, 1) for s in ("train", "val", "test")]
     if state in ("completed", "diverged"):
         (out / "run.json").write_text(json.dumps({"status": state}))
         if rows:
             pd.DataFrame(rows).to_parquet(out / "metrics.parquet")
     elif state == "checkpoint":
-        log.write_text("Traceback (most recent call last): an earlier attempt\n")
+        log.write_text(started + "Traceback (most recent call last): an earlier attempt\n")
         os.utime(log, (time.time() - 60,) * 2)  # the checkpoint is newer: a retry is under way
         torch.save({"run": key, "state": {"epoch": epoch, "metrics": rows}}, out / "checkpoint.pt")
     elif state == "unreadable":
         (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 half written")
     elif state in ("error", "started"):
-        log.write_text("nnstudy[x]: training on the CPU\n" + ("nnstudy: error: out of memory\n" if state == "error" else ""))
+        with log.open("a") as f:
+            f.write(started + ("nnstudy: error: out of memory\n" if state == "error" else ""))
 
 
 def test_each_state_from_the_files_and_the_time_left(tmp_path, monkeypatch):
@@ -158,7 +161,7 @@ def test_each_state_from_the_files_and_the_time_left(tmp_path, monkeypatch):
                                                  ("diverged", [], 0), ("error", [], 0), ("started", [], 0),
                                                  ("completed", [10, 10, 10], 0), ("unreadable", [], 0), ("pending", [], 0)]):
         if state != "pending":
-            fake_run(tmp_path, key, state, times, epoch)
+            fake_run(tmp_path, study, key, state, times, epoch)
     monkeypatch.chdir(tmp_path)
     report = status.status(study, cores=2)
     runs = {r["key"]: (r["state"], r["epoch"]) for r in report["runs"]}

@@ -27,7 +27,8 @@ def test_templates_resolve_by_selection_and_borrow_existing_runs():
     study = default_study()
     sched = next(r for r in study.rows if r.experiment == "lr_schedule" and r.seed == 1)
     assert sched.key.startswith("t") and sched.needs == {"best_lr"}
-    assert study.job_inputs(sched.key) == {"selections": ["results/cifar10/selections/best_lr.json"], "sources": []}
+    assert study.job_inputs(study.job_of[sched.key]) == {"selections": ["results/cifar10/selections/best_lr.json"],
+                                                         "sources": []}
     assert materialise(sched.spec, {"best_lr": 0.01})["optim"]["lr"] == 0.01
     borrowed = next(r for r in study.rows if r.experiment == "gradient_flow" and "{best_p}" in r.variant and r.seed == 1)
     assert borrowed.key == "" and set(borrowed.borrow) == {"0.1", "0.25", "0.5", "0.75"}  # p = 0 is excluded
@@ -36,8 +37,10 @@ def test_templates_resolve_by_selection_and_borrow_existing_runs():
     dropout = table[(table["experiment"] == "dropout") & (table["seed"] == 1) & (table["variant"] == "dropout=0.25")]
     assert row["key"].item() == dropout["key"].item()
     transfer = next(r for r in study.rows if r.experiment == "transfer" and "{best_p}" in r.variant and r.seed == 3)
-    sources = study.job_inputs(transfer.key)["sources"]
-    assert len(sources) == 4 and all(s.endswith("/model.pt") for s in sources)
+    # The jobs training the candidate source runs (p = 0.1 ... 0.75) of every seed of the job.
+    sources = study.job_inputs(study.job_of[transfer.key])["sources"]
+    candidates = [r for r in study.rows if r.experiment == "dropout" and r.values["model.dropout"] != 0.0]
+    assert sources == study.jobs_of(r.key for r in candidates) and len(sources) == 4
     assert materialise(transfer.spec, {"best_p": 0.5})["transfer"]["source"] == borrowed_source(study, 3, 0.5)
 
 

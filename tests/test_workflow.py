@@ -32,6 +32,11 @@ def job_counts(output: str) -> dict:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
+def planned_runs(output: str) -> dict:
+    """Runs each training job of a Snakemake run or dry run trains: variant -> run keys."""
+    return {m[1]: m[3].split(", ") for m in re.finditer(r"^Job \d+: train (\S+), seeds ([\d, ]+): runs (.+)$", output, re.M)}
+
+
 def demo_study(tmp: Path, **changes) -> Path:
     study = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())
     study["defaults"]["data"]["root"] = str(ROOT / "data" / "demo-cifar10")
@@ -54,7 +59,9 @@ def demo(tmp_path_factory):
 
 def test_demo_study_end_to_end(demo):
     res = demo["dir"] / "results" / "demo"
-    assert job_counts(demo["log"])["train"] == 70
+    # 14 training jobs (a variant's 5 seeds each) train the 70 runs, each in its own folder.
+    assert job_counts(demo["log"])["train"] == 14
+    assert sum(map(len, planned_runs(demo["log"]).values())) == 70
     assert len(list((res / "train").glob("*/run.json"))) == 70
     for name, schema in schemas.SUMMARY_TABLES.items():
         table = schemas.read(res / "summary" / f"{name}.parquet", schema)
@@ -103,16 +110,19 @@ def test_second_invocation_runs_nothing(demo):
 def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
     study = demo["config"]
     row = next(r for r in study.rows if r.experiment == "lr" and r.seed == 0)
-    run_dir = demo["dir"] / study.run_dir(row.key)
+    run_dir, job = demo["dir"] / study.run_dir(row.key), demo["dir"] / study.job_path(study.job_of[row.key])
+    kept = job.read_bytes()
     hidden = tmp_path / "moved"
     run_dir.rename(hidden)
     try:
         plan = snakemake("-d", demo["dir"], "-n", "--cores", 2, "--configfile", demo["study"])
     finally:
         hidden.rename(run_dir)
-    # The run, the best-LR choice it feeds, the 5 runs started from that choice, the summaries.
-    assert job_counts(plan.stderr + plan.stdout) == {"train": 6, "select": 1, "collect": 1, "summarise": 1,
+        job.write_bytes(kept)  # planning reopened the run's job (removed its file); the run is back
+    # The run's job, the best-LR choice it feeds, the job of the runs started from that choice, the summaries.
+    assert job_counts(plan.stderr + plan.stdout) == {"train": 2, "select": 1, "collect": 1, "summarise": 1,
                                                      "figures": 1, "report": 1, "all": 1}
+    assert set(planned_runs(plan.stdout + plan.stderr)) == {f"lr/lr={row.values['optim.lr']!r}", "lr_schedule/schedule.name=cosine"}
 
 
 def test_killed_training_job_resumes_and_only_it_reruns(demo):
@@ -143,7 +153,7 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
     rerun = snakemake("-d", work, "--cores", 2, "--configfile", demo["study"], "--rerun-incomplete")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert job_counts(rerun.stderr)["train"] == 1
-    log = (work / "logs" / "demo" / "train" / f"{row.key}.log").read_text()
+    log = (work / "logs" / "demo" / "train" / f"{study.job_of[row.key]}.log").read_text()
     assert re.search(r"resumed from checkpoint after epoch [123]\b", log), log
     manifest = json.loads((run_dir / "run.json").read_text())
     assert len(manifest["resumed_from"]) == 1
@@ -169,11 +179,12 @@ def test_study_file_typo_fails_naming_the_key(tmp_path, change, message):
     assert not (tmp_path / "results").exists()
 
 
-def test_default_study_plans_70_training_jobs():
+def test_default_study_plans_70_runs_in_14_training_jobs():
     plan = snakemake("-n")
     assert plan.returncode == 0, plan.stderr[-2000:]
     counts = job_counts(plan.stderr + plan.stdout)
-    assert counts == {"train": 70, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
+    assert counts == {"train": 14, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
+    assert sum(map(len, planned_runs(plan.stdout + plan.stderr).values())) == 70
 
 
 def test_second_study_does_not_inherit_the_default_experiments(tmp_path):
@@ -183,8 +194,8 @@ def test_second_study_does_not_inherit_the_default_experiments(tmp_path):
     plan = snakemake("-n", "--configfile", tmp_path / "tiny.yaml")  # from the repository root, next to config.yaml
     out = plan.stderr + plan.stdout
     assert plan.returncode == 0, out[-2000:]
-    assert job_counts(out)["train"] == 4 and "results/cifar10" not in out and "select" not in job_counts(out)
-    overridden = snakemake("-n", "--config", "seeds=2")  # no `study:`: overrides config.yaml
+    assert job_counts(out)["train"] == 2 and "results/cifar10" not in out and "select" not in job_counts(out)
+    overridden = snakemake("-n", "--config", "seeds=2", "runs_per_job=1")  # no `study:`: overrides config.yaml
     assert job_counts(overridden.stderr + overridden.stdout)["train"] == 28
 
 

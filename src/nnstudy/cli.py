@@ -17,24 +17,49 @@ def _train(args) -> None:
 
     if args.threads is not None and args.threads < 1:
         raise SpecError(f"--threads: {args.threads} is not allowed; at least 1 (or leave it out)")
-    if args.out.exists() and not args.out.is_dir():
-        raise SpecError(f"--out {args.out}: a file is there; give a folder for the run")
-    if args.spec_json is not None:
-        try:
-            raw = json.loads(args.spec_json)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"--spec-json: not valid JSON ({e})") from None
-    else:
-        raw = spec.read(args.spec)
-    if args.selections:
-        raw = study.materialise(raw, study.load_selections(args.selections))
-    resolved = spec.resolve(raw)  # a bad spec stops here, before any work
+    runs = _runs(args)
+    selections = study.load_selections(args.selections) if args.selections else {}
     slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
 
     from . import training
 
-    manifest = training.run(resolved, args.out, threads=args.threads, device=args.device)
-    print(f"run {manifest['id']} {manifest['status']}: results in {Path(args.out).resolve()}")
+    done = {}
+    for i, (raw, out) in enumerate(runs, 1):
+        if args.runs_json is not None:  # `nnstudy status` reads a run's lines of its job's log from here on
+            print(f"nnstudy: run {out.name}: starting ({i} of {len(runs)})", file=sys.stderr, flush=True)
+        resolved = spec.resolve(study.materialise(raw, selections))  # a bad spec stops here, before any work
+        manifest = training.run(resolved, out, threads=args.threads, device=args.device, replace=args.replace)
+        done[out.name] = {"id": manifest["id"], "status": manifest["status"]}
+        print(f"run {manifest['id']} {manifest['status']}: results in {out.resolve()}", flush=True)
+    if args.done:
+        from .schemas import write_text
+
+        write_text(json.dumps({"runs": done}, indent=2) + "\n", args.done)
+
+
+def _runs(args) -> list[tuple[dict, Path]]:
+    """(raw spec, run directory) of each run to train, from --spec/--spec-json and --out, or
+    --runs-json."""
+    if args.runs_json is not None:
+        try:
+            runs = [(r["spec"], Path(r["out"])) for r in json.loads(args.runs_json)]
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise SpecError(f"--runs-json: not a JSON list of {{\"spec\": ..., \"out\": ...}} ({e})") from None
+    elif args.out is None:
+        raise SpecError("--out: required with --spec or --spec-json (the run directory)")
+    elif args.spec_json is not None:
+        try:
+            runs = [(json.loads(args.spec_json), args.out)]
+        except json.JSONDecodeError as e:
+            raise SpecError(f"--spec-json: not valid JSON ({e})") from None
+    else:
+        from .spec import read
+
+        runs = [(read(args.spec), args.out)]
+    for _, out in runs:
+        if out.exists() and not out.is_dir():
+            raise SpecError(f"--out {out}: a file is there; give a folder for the run")
+    return runs
 
 
 def _list(args) -> None:
@@ -81,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one run from a spec file")
+    p = sub.add_parser("train", help="train one run from a spec file (or several, one after another)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--spec", type=Path, help="YAML run spec")
-    src.add_argument("--spec-json", help="the run spec as JSON text (used by the workflow)")
+    src.add_argument("--spec-json", help="the run spec as JSON text")
+    src.add_argument("--runs-json", help='runs to train in this process, as JSON: [{"spec": ..., "out": DIR}, ...] '
+                     "(the workflow's training jobs)")
     p.add_argument("--selections", nargs="*", type=Path, default=[],
                    help="selection files filling {select: NAME} values in the spec")
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--out", type=Path, help="run directory (with --spec or --spec-json)")
+    p.add_argument("--replace", action="store_true",
+                   help="train a run directory holding another finished run again (a template whose selection changed)")
+    p.add_argument("--done", type=Path, help="write this JSON file once every run has finished (the workflow's job output)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.set_defaults(func=_train)

@@ -73,3 +73,15 @@ def heal(run_dirs) -> int:
                   file=sys.stderr)
             healed += 1
     return healed
+
+
+def reopen(jobs: dict) -> int:
+    """Remove the file of every finished training job ({job file: its run directories}) one of
+    whose runs is not finished (deleted, or damaged and healed), so that the workflow runs the
+    job again; its finished runs return at once. Returns how many."""
+    reopened = 0
+    for job, run_dirs in jobs.items():
+        if Path(job).exists() and not all((Path(d) / "run.json").exists() for d in run_dirs):
+            Path(job).unlink()
+            reopened += 1
+    return reopened

@@ -5,10 +5,11 @@ pending, the epoch each running run is at, and an estimate of the time left.
 A run's state, from what the training job writes (run.json last, a checkpoint after each epoch,
 its log from the first line):
   finished / diverged   run.json with status completed / diverged
-  failed                the latest attempt in its log (logs/<study>/train/<key>.log, appended
-                        to by every attempt) holds an error and no checkpoint was written after it
-  running               a checkpoint (its epoch; "?" while it is being replaced), or a log
-                        without an error (the job is in its first epoch)
+  failed                its lines of its latest start in its job's log (logs/<study>/train/<job>.log,
+                        from "nnstudy: run <key>: starting" on) hold an error, and no checkpoint was
+                        written after it
+  running               a checkpoint (its epoch; "?" while it is being replaced), or started in the
+                        log without an error (the run is in its first epoch)
   pending               nothing yet
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .study import Study, load_selections, materialise, needs
 STATES = ("finished", "diverged", "running", "failed", "pending")
 # What a failed training job leaves in its log: a traceback, an exception's name, nnstudy's error line.
 FAILED = re.compile(r"Traceback|Error|nnstudy: error")
-STARTED = "]: training on "  # the line each attempt of `nnstudy train` starts with
+STARTED = re.compile(r"nnstudy: run (\S+): starting")  # `nnstudy train` starts each run of a job so
 ESTIMATE = ("median seconds per epoch of the variant, else of the study, "
             "x epochs left of running and pending runs / cores")
 
@@ -89,7 +90,7 @@ class Run:
 def run_state(study: Study, key: str) -> Run:
     """One trained run's state from its files (see the module docstring)."""
     out = Path(study.run_dir(key))
-    log = Path(f"logs/{study.name}/train/{key}.log")
+    log = Path(f"logs/{study.name}/train/{study.job_of[key]}.log")
     epochs = study.trained[key].spec.get("train", {}).get("epochs")
     epochs = epochs if isinstance(epochs, int) else None
     status = _manifest_status(out / "run.json")
@@ -97,12 +98,13 @@ def run_state(study: Study, key: str) -> Run:
         return Run(key, "diverged" if status == "diverged" else "finished", epochs,
                    epoch_times=_parquet_times(out / "metrics.parquet"))
     ckpt = out / "checkpoint.pt"
-    if _failed(log, ckpt):
+    lines, logged = _latest_attempt(log, key)
+    if lines is not None and FAILED.search(lines) and not _newer(ckpt, logged):
         return Run(key, "failed", epochs)
     if ckpt.exists():
         epoch, times = _checkpoint(ckpt)
         return Run(key, "running", epochs, epoch, times)
-    return Run(key, "running", epochs, 0) if log.exists() else Run(key, "pending", epochs)
+    return Run(key, "running", epochs, 0) if lines is not None else Run(key, "pending", epochs)
 
 
 def _manifest_status(path: Path) -> str | None:
@@ -112,20 +114,28 @@ def _manifest_status(path: Path) -> str | None:
         return None
 
 
-def _failed(log: Path, ckpt: Path) -> bool:
+def _latest_attempt(log: Path, key: str) -> tuple[str | None, float]:
+    """The run's lines of its job's log from its latest start up to the next run's start (None
+    if it never started there), and when the log was last written. Every attempt of a job
+    appends to the log."""
     try:
         logged, text = log.stat().st_mtime, log.read_text(errors="replace")
     except FileNotFoundError:
-        return False
-    # The log is appended to on every attempt: only the latest attempt's lines count (an
-    # attempt that failed before announcing itself follows the previous one's announcement).
-    text = text[text.rfind(STARTED):] if STARTED in text else text
-    if not FAILED.search(text):
-        return False
-    try:  # a checkpoint written after the error belongs to a new attempt
-        return ckpt.stat().st_mtime <= logged
+        return None, 0.0
+    starts = [m for m in STARTED.finditer(text) if m[1] == key]
+    if not starts:
+        return None, logged
+    rest = text[starts[-1].end():]
+    following = STARTED.search(rest)
+    return (rest[:following.start()] if following else rest), logged
+
+
+def _newer(path: Path, than: float) -> bool:
+    """Whether `path` was written after `than` (a checkpoint after an error: a new attempt)."""
+    try:
+        return path.stat().st_mtime > than
     except FileNotFoundError:
-        return True
+        return False
 
 
 def _parquet_times(path: Path) -> list:

@@ -14,7 +14,7 @@ os.environ.update(
 )
 
 from nnstudy import plots, schemas, spec
-from nnstudy.runs import heal
+from nnstudy.runs import heal, reopen
 from nnstudy.status import study_config
 from nnstudy.study import Study
 
@@ -30,6 +30,12 @@ config.update(_study)
 STUDY = Study(config)  # first: its errors name the key and the allowed keys or values
 STUDY.check_plugins()  # users' models and datasets build, before any job starts
 heal(STUDY.run_dir(k) for k in STUDY.trained)  # a damaged finished run is trained again
+reopen(
+    {
+        STUDY.job_path(j): [STUDY.run_dir(k) for k in keys]
+        for j, keys in STUDY.jobs.items()
+    }
+)
 validate(
     config, spec.SCHEMA_PATH
 )  # fills the study-level defaults into `config` for the scripts
@@ -37,50 +43,55 @@ R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(config["experiments"])]
 SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLES}
-MANIFESTS = [f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained]
-# The per-run Parquet files the summary steps read: inputs, so a rewritten one reruns them.
-PARQUET = [
-    f"{STUDY.run_dir(k)}/{n}.parquet"
-    for k in STUDY.trained
-    for n in ("metrics", "gradients")
-]
+# One file per training job, written once every run in it has finished: the summary steps'
+# inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.
+JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
 
 
 wildcard_constraints:
-    key=r"t?[0-9a-f]{12}",
+    job=r"j[0-9a-f]{12}",
     name="|".join(config["selections"]) or "(?!)",
 
 
 def train_inputs(wildcards):
-    """Selection files and transfer source weights a training job reads."""
-    return STUDY.job_inputs(wildcards.key)
+    """Selection files and the jobs training the transfer sources a training job reads."""
+    return STUDY.job_inputs(wildcards.job)
 
 
-def run_spec(wildcards):
-    """The run's spec (resolved, or a template with selection placeholders) as JSON."""
-    return json.dumps(STUDY.trained[wildcards.key].spec)
+def job_runs(wildcards):
+    """The job's runs as JSON: each one's spec (resolved, or a template with selection
+    placeholders) and directory."""
+    return json.dumps(STUDY.job_runs(wildcards.job))
 
 
-def run_dir(wildcards):
-    return STUDY.run_dir(wildcards.key)
+def job_description(wildcards):
+    """What a job trains, for Snakemake's listing (also -n): experiment, variant, seeds, runs."""
+    return STUDY.describe_job(wildcards.job)
 
 
 def selection_inputs(wildcards):
-    """run.json of every run of the experiment a selection chooses from."""
+    """The training jobs of the experiment a selection chooses from."""
     return STUDY.selection_inputs(wildcards.name)
 
 
-def train_images(wildcards):
-    """Training images of a run (for its memory and runtime requests)."""
-    data = STUDY.trained[wildcards.key].spec.get("data", {})
-    return data.get("train_size") or 50_000
+def _runs(wildcards):
+    return [STUDY.trained[k].spec for k in STUDY.jobs[wildcards.job]]
+
+
+def _images(spec):
+    return spec.get("data", {}).get("train_size") or 50_000
 
 
 def train_runtime(wildcards, attempt):
-    """Minutes: generous for a GPU (>= 350 images/s with evaluation), doubled on each retry."""
-    epochs = STUDY.trained[wildcards.key].spec.get("train", {}).get("epochs", 10)
-    return (10 + math.ceil(epochs * train_images(wildcards) / 20_000)) * attempt
+    """Minutes: generous for a GPU (>= 350 images/s with evaluation) per run, doubled on each retry."""
+    epochs = lambda spec: spec.get("train", {}).get("epochs", 10)  # noqa: E731
+    return (
+        sum(10 + math.ceil(epochs(s) * _images(s) / 20_000) for s in _runs(wildcards))
+        * attempt
+    )
 
 
 def train_mem_mb(wildcards, attempt):
-    return (3000 + math.ceil(train_images(wildcards) * 3072 * 8 / 1e6)) * attempt
+    return (
+        3000 + math.ceil(max(map(_images, _runs(wildcards))) * 3072 * 8 / 1e6)
+    ) * attempt

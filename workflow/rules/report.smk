@@ -20,7 +20,7 @@ rule report:
     input:
         summary=list(SUMMARY.values()),
         figures=FIGURES,
-        manifests=MANIFESTS,
+        jobs=JOBS,
     output:
         report(f"{R}/report.html", caption="../report/report.rst", category="Report"),
     log:

@@ -5,8 +5,7 @@ localrules:
 
 rule collect:
     input:
-        manifests=MANIFESTS,
-        parquet=PARQUET,
+        jobs=JOBS,
         selections=SELECTIONS,
     output:
         runs=directory(f"{R}/runs"),

@@ -1,13 +1,14 @@
+# A training job trains some runs of one variant (its seeds; `runs_per_job` in the study) one
+# after another in one process. Each run keeps its own folder, atomic outputs, checkpoint and
+# resume; the job's file lists them once all have finished. A killed job resumes its unfinished
+# runs only: finished ones return at once.
 rule train:
     input:
         unpack(train_inputs),
     output:
-        metrics=f"{R}/train/{{key}}/metrics.parquet",
-        gradients=f"{R}/train/{{key}}/gradients.parquet",
-        model=f"{R}/train/{{key}}/model.pt",
-        manifest=f"{R}/train/{{key}}/run.json",
+        f"{R}/jobs/{{job}}.json",
     log:
-        f"logs/{STUDY.name}/train/{{key}}.log",
+        f"logs/{STUDY.name}/train/{{job}}.log",
     conda:
         "../../environment.yml"
     threads: 1
@@ -16,8 +17,10 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
     params:
-        spec=run_spec,
-        out=run_dir,
+        runs=job_runs,
+        what=job_description,
+    message:
+        "train {params.what}"
     shell:
-        "python -m nnstudy train --spec-json {params.spec:q} --out {params.out:q} --threads {threads}"
+        "python -m nnstudy train --runs-json {params.runs:q} --replace --done {output:q} --threads {threads}"
         " --selections {input.selections:q} >> {log:q} 2>&1"

@@ -12,11 +12,13 @@ drawn here too, from its own seed, so its samples are variants like grid values.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -123,6 +125,8 @@ class Study:
         for row in self.rows:
             if row.key:
                 self.trained.setdefault(row.key, row)
+        self.jobs = self._bundle(c.get("runs_per_job", 5))
+        self.job_of = {key: job for job, keys in self.jobs.items() for key in keys}
         self._check_comparisons()
 
     # -- parsing --------------------------------------------------------------------------
@@ -339,6 +343,19 @@ class Study:
                 seen.add(key)
                 check_factories(resolved, where)
 
+    def _bundle(self, size: int) -> dict[str, list[str]]:
+        """Training jobs: the trained runs of each variant (its seeds), `size` at a time, named by
+        the hash of their keys (so adding seeds adds jobs and leaves finished ones alone)."""
+        variants: dict[tuple, list[str]] = {}
+        for key, row in self.trained.items():
+            variants.setdefault((row.experiment, row.variant), []).append(key)
+        jobs = {}
+        for keys in variants.values():
+            for i in range(0, len(keys), size):
+                chunk = keys[i:i + size]
+                jobs["j" + hashlib.sha256(",".join(chunk).encode()).hexdigest()[:12]] = chunk
+        return jobs
+
     # -- what the workflow asks ----------------------------------------------------------
     def rows_of(self, experiment: str) -> list[Row]:
         return [r for r in self.rows if r.experiment == experiment]
@@ -346,20 +363,42 @@ class Study:
     def run_dir(self, key: str) -> str:
         return f"{self.root}/train/{key}"
 
-    def job_inputs(self, key: str) -> dict:
-        """Files a training job reads: selection files and transfer source weights."""
-        spec = self.trained[key].spec
-        source = spec.get("transfer", {}).get("source")
-        sources = list(source["from"].values()) if is_placeholder(source) else [source] if source else []
-        return {"selections": [self.selection_path(n) for n in sorted(needs(spec))], "sources": sources}
+    def job_path(self, job: str) -> str:
+        """The file a training job writes once every run in it has finished (run.json each)."""
+        return f"{self.root}/jobs/{job}.json"
+
+    def jobs_of(self, keys) -> list[str]:
+        """The files of the training jobs that train these runs, each once, in plan order."""
+        return list(dict.fromkeys(self.job_path(self.job_of[k]) for k in keys))
+
+    def job_inputs(self, job: str) -> dict:
+        """Files a training job reads: selection files, and the jobs training the runs whose
+        weights its transfer runs start from."""
+        selections, sources = set(), []
+        for key in self.jobs[job]:
+            spec = self.trained[key].spec
+            selections |= needs(spec)
+            source = spec.get("transfer", {}).get("source")
+            paths = list(source["from"].values()) if is_placeholder(source) else [source] if source else []
+            sources += [Path(p).parent.name for p in paths]
+        return {"selections": [self.selection_path(n) for n in sorted(selections)], "sources": self.jobs_of(sources)}
+
+    def job_runs(self, job: str) -> list[dict]:
+        """What a training job trains: each run's spec (resolved, or a template) and directory."""
+        return [{"spec": self.trained[k].spec, "out": self.run_dir(k)} for k in self.jobs[job]]
+
+    def describe_job(self, job: str) -> str:
+        rows = [self.trained[k] for k in self.jobs[job]]
+        return (f"{rows[0].experiment}/{rows[0].variant}, seeds {', '.join(str(r.seed) for r in rows)}: "
+                f"runs {', '.join(self.jobs[job])}")
 
     def selection_path(self, name: str) -> str:
         return f"{self.root}/selections/{name}.json"
 
     def selection_inputs(self, name: str) -> list[str]:
-        """Files the selection reads: each run's run.json and metrics of its experiment."""
+        """Files the selection reads: the jobs that train its experiment's runs."""
         sel = self.config["selections"][name]
-        return [f"{self.run_dir(r.key)}/{f}" for r in self.rows_of(sel["experiment"]) for f in ("run.json", "metrics.parquet")]
+        return self.jobs_of(r.key for r in self.rows_of(sel["experiment"]) if r.key)
 
 
 def _check_random(name: str, exp: dict) -> None:

@@ -36,16 +36,20 @@ from .optim import lr_at, make_optimizer
 
 
 def run(spec: dict, out: str | Path, threads: int | None = None, device: str | None = None,
-        progress: bool | None = None) -> dict:
+        progress: bool | None = None, replace: bool = False) -> dict:
     """Train the run described by `spec` into `out` (resuming from a checkpoint there) and
-    return its manifest (run.json). A finished run in `out` is returned as it is."""
+    return its manifest (run.json). A finished run in `out` is returned as it is; a finished
+    run of another spec there is an error, or with `replace` trained over."""
     resolved = resolve(spec)
     rid, out = run_id(resolved), Path(out)
     if (out / "run.json").exists():
         manifest = json.loads((out / "run.json").read_text())
-        if manifest["id"] != rid:
+        if manifest["id"] == rid:
+            return manifest
+        if not replace:
             raise SpecError(f"{out} holds run {manifest['id']}, not {rid}: choose another --out")
-        return manifest
+        for name in ("run.json", "best.pt"):  # run.json first: the folder no longer looks done
+            (out / name).unlink(missing_ok=True)
     if threads:
         torch.set_num_threads(threads)
     deterministic(resolved["train"]["deterministic"])
