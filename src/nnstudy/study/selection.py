@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import schemas, stats
+from .. import schemas
 from ..spec import SpecError
 from .plan import Study, fmt
 
@@ -35,6 +35,8 @@ def select(study: Study, name: str, out: Path) -> dict:
         m = schemas.read(Path(study.run_dir(row.key)) / "metrics.parquet", schemas.METRICS)
         frames.append(m.assign(value=fmt(row.values[sel["key"]]), seed=row.seed))
     df = pd.concat(frames, ignore_index=True)
+    from .. import stats  # here, not at the top: training jobs read selection files without scipy
+
     fin = stats.final(df, rule, metric).query("split == 'val'")
     if fin.empty:
         raise SpecError(f"study.selections.{name}: experiment {sel['experiment']} has no validation split to select on")

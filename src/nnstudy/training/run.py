@@ -104,7 +104,9 @@ def deterministic(on: bool) -> None:
     warns instead of stopping the run."""
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on, warn_only=True)
+    # Set only when it changes: the call imports torch's compiler stack (1.5 s of a job's start-up).
+    if torch.are_deterministic_algorithms_enabled() != on or (on and not torch.is_deterministic_algorithms_warn_only_enabled()):
+        torch.use_deterministic_algorithms(on, warn_only=True)
     torch.backends.cudnn.benchmark = False
 
 
