@@ -28,7 +28,7 @@ def _batch(spec_data: dict, shared_data):
     resolved = spec_mod.resolve({"data": {"name": "mnist", "root": str(shared_data), "train_size": 100,
                                           "test_size": 10, **spec_data}})
     d = data.build(resolved["data"], seed=0, device=torch.device("cpu"))
-    raw = d.train_x[d.train_idx[:16]]
+    raw = data.pools(resolved["data"])[0].x[d.train_idx[:16]]  # uint8, as the dataset gives them
     return raw, next(d.batches("train", 16))[0]
 
 
@@ -83,3 +83,21 @@ def test_load_run_recomputes_the_recorded_test_accuracy_exactly(shared_data, tmp
     best = nnstudy.load_run(tmp_path / "r", weights="best")
     best_val = pd.read_parquet(tmp_path / "r" / "metrics.parquet").query("split == 'val'")["accuracy"].max()
     assert evaluate(best, "val", 1000)[1] == best_val
+
+
+def test_images_kept_as_normalised_floats_train_exactly_as_uint8_batches(tmp_path, monkeypatch):
+    """The fast path (a pool normalised once, kept as float) against normalising every batch:
+    same metrics, gradient statistics and weights, with flip and crop augmentation."""
+    from conftest import ROOT
+    from test_bundles import same_run
+
+    from nnstudy.data import device as data_device
+
+    spec = {"data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10"), "flip": True, "crop": 2},
+            "model": {"name": "convnet", "conv": [{"channels": 4}], "hidden": [16]}, "train": {"epochs": 2}}
+    assert data.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.float32
+    training.run(spec, tmp_path / "resident", threads=1)
+    monkeypatch.setattr(data_device, "RESIDENT_FLOAT_BYTES", 0)
+    assert data.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.uint8
+    training.run(spec, tmp_path / "per_batch", threads=1)
+    same_run(tmp_path / "resident", tmp_path / "per_batch")

@@ -12,6 +12,9 @@ from .pool import SUBSET_SEED, DataError, Pool, split, stratified_take
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MIN_STD = 1e-3  # a constant channel is scaled by this instead of dividing by zero
+# Images are normalised once, kept as float, when both pools take at most this much memory (MNIST:
+# 220 MB, CIFAR-10: 740 MB): 4 fewer operations per batch; larger datasets stay uint8.
+RESIDENT_FLOAT_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -29,19 +32,26 @@ class Data:
     resize: tuple[int, int] | None
     crop: int
     flip: bool
+    images: bool  # image pools (uint8, or float once normalised), not float features
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         shape = tuple(self.train_x.shape[1:])
         return (shape[0], *self.resize) if self.resize else shape
 
-    def prepare(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 batch -> float batch in [0, 1], normalised and resized; with `gen`, augmented."""
-        if x.dtype != torch.uint8:
-            return x
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float, in [0, 1] or normalised (elementwise: a whole pool at once gives
+        the same values as batch by batch)."""
         x = x.float() / 255
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
+        return (x - self.mean) / self.std if self.mean is not None else x
+
+    def prepare(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """A batch of images, normalised (if still uint8) and resized; with `gen`, augmented.
+        Float features pass unchanged."""
+        if x.dtype == torch.uint8:
+            x = self.normalise(x)
+        elif not self.images:
+            return x
         if self.resize:
             x = torch.nn.functional.interpolate(x, size=self.resize, mode="bilinear", align_corners=False,
                                                 antialias=True)
@@ -157,11 +167,14 @@ def build(data_spec: dict, seed: int, device: torch.device) -> Data:
     resize = data_spec["resize"]
     if resize is not None and train.x.dtype != torch.uint8:
         raise DataError("spec.data.resize: only images can be resized")
-    return Data(
+    data = Data(
         train_x=train.x.to(device), train_y=train.y.to(device), test_x=test.x.to(device), test_y=test.y.to(device),
         train_idx=train_idx, val_idx=val_idx, classes=int(max(train.y.max(), test.y.max())) + 1,
         mean=mean, std=std, resize=(resize, resize) if isinstance(resize, int) else tuple(resize) if resize else None,
-        crop=data_spec["crop"], flip=data_spec["flip"],
+        crop=data_spec["crop"], flip=data_spec["flip"], images=train.x.dtype == torch.uint8,
     )
+    if data.images and 4 * (train.x.numel() + test.x.numel()) <= RESIDENT_FLOAT_BYTES:
+        data.train_x, data.test_x = data.normalise(data.train_x), data.normalise(data.test_x)
+    return data
 
 

@@ -1,0 +1,206 @@
+"""Speed at study scale: prints measured figures and ratios (medians of interleaved repetitions),
+no pass/fail. Sections (all by default; --only picks some):
+
+  loops      whole-process wall time of `nnstudy train` vs the notebook and the careful loop
+             (benchmarks/loops.py) on the MNIST MLP (10 epochs, 60,000 images) and the 2-conv
+             CNN on 10,000 CIFAR-10 JPEG images (2 epochs)
+  telemetry  training epochs with and without per-layer gradient statistics, same process
+  study      the demo study through Snakemake: wall time vs its runs' training time / cores
+  summaries  plan, collect, summarise and figures of a synthetic 10,000-run study
+
+  python benchmarks/bench_study.py [--only loops,telemetry] [--reps 3] [--data ../shared/data]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+
+
+def specs(data: Path) -> dict:
+    """The nnstudy spec of each task, the same work as benchmarks/loops.py (no validation split)."""
+    return {
+        "mlp": {"seed": 0, "data": {"name": "mnist", "root": str(data), "val_fraction": 0},
+                "model": {"name": "convnet", "hidden": [128, 64]}, "optim": {"name": "adam", "lr": 0.001},
+                "train": {"epochs": 10, "batch_size": 64}},
+        "cnn": {"seed": 0, "data": {"name": "imagefolder", "root": str(data / "cifar10-jpg"), "train_size": 10_000,
+                                    "val_fraction": 0},
+                "model": {"name": "convnet", "conv": [{"channels": 32}, {"channels": 64}], "hidden": [128]},
+                "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9}, "train": {"epochs": 2, "batch_size": 128}},
+    }
+
+
+def wall(cmd: list, cwd=ROOT) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([str(c) for c in cmd], cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def interleaved(cases: dict, reps: int) -> dict:
+    """Median seconds of each case; every repetition runs every case once, so a slow phase of
+    the machine hits them all."""
+    times = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            times[name].append(fn())
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def loops(args, tmp: Path) -> None:
+    for task, spec in specs(args.data).items():
+        loops_of(task, spec, args, tmp)
+
+
+def loops_of(task: str, spec: dict, args, tmp: Path) -> None:
+    path = tmp / f"{task}.json"
+    path.write_text(json.dumps(spec))
+
+    def train():
+        return wall([PY, "-m", "nnstudy", "train", "--spec", path, "--out", tmp / f"{task}-{time.monotonic_ns()}",
+                     "--threads", 2])
+
+    train()  # warm-up: the dataset cache
+    med = interleaved({
+        "notebook loop": lambda: wall([PY, HERE / "loops.py", "notebook", task, "--data", args.data]),
+        "careful loop": lambda: wall([PY, HERE / "loops.py", "careful", task, "--data", args.data]),
+        "nnstudy train": train,
+    }, args.reps)
+    for name, s in med.items():
+        print(f"| {task} | {name} | {s:.1f} s |")
+    print(f"| {task} | speed of nnstudy train vs the careful loop | {med['careful loop'] / med['nnstudy train']:.2f}x |")
+    print(f"| {task} | speed of nnstudy train vs the notebook loop | {med['notebook loop'] / med['nnstudy train']:.2f}x |")
+
+
+def telemetry(args, tmp: Path) -> None:
+    baseline = {**specs(args.data)["cnn"], "model": {"name": "baseline"}}
+    for task, spec in (("mlp", specs(args.data)["mlp"]), ("baseline cnn", baseline)):
+        telemetry_of(task, spec, args)
+
+
+def telemetry_of(task: str, spec: dict, args) -> None:
+    import torch
+
+    from nnstudy import models, spec as spec_mod
+    from nnstudy.training.build import build
+    from nnstudy.training.callbacks import GradientStats
+    from nnstudy.training.epoch import train_epoch
+
+    torch.set_num_threads(2)
+    r = build(spec_mod.resolve(spec), torch.device("cpu"))
+    opt = torch.optim.SGD(r.model.parameters(), lr=0.01)
+    stats = GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))
+    gen = torch.Generator().manual_seed(0)
+
+    def epoch(callbacks):
+        t0 = time.perf_counter()
+        train_epoch(r, opt, [], spec["train"]["batch_size"], gen, callbacks)
+        for cb in callbacks:
+            cb.end_epoch("bench", 1)
+        return time.perf_counter() - t0
+
+    epoch([])  # warm-up
+    med = interleaved({"off": lambda: epoch([]), "on": lambda: epoch([stats])}, args.reps)
+    print(f"| telemetry, {task} | epoch {med['off']:.2f} s off, {med['on']:.2f} s on | "
+          f"{100 * (med['on'] / med['off'] - 1):+.1f}% |")
+
+
+def study(args, tmp: Path) -> None:
+    work = tmp / "demo"
+    work.mkdir()
+    t0 = time.perf_counter()
+    subprocess.run([PY, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", work, "--cores", str(args.cores),
+                    "--configfile", ROOT / "studies" / "demo.yaml"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"})
+    seconds = time.perf_counter() - t0
+    runs = [json.loads(p.read_text()) for p in (work / "results" / "demo" / "train").glob("*/run.json")]
+    training = sum(m["train_seconds"] for m in runs)
+    print(f"| demo study ({len(runs)} runs), {args.cores} cores | {seconds:.0f} s wall, training {training:.0f} s "
+          f"({training / args.cores:.0f} s per core) | overhead {seconds / (training / args.cores):.2f}x |")
+
+
+def summaries(args, tmp: Path) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nnstudy import plots, schemas
+    from nnstudy.aggregate import summarise_study
+    from nnstudy.study import Study, collect
+
+    os.chdir(tmp)
+    lrs = [round(1e-4 * 1.005 ** i, 8) for i in range(1000)]
+    config = {"study": "synthetic", "seeds": 5, "defaults": {"data": {"name": "xor"}, "train": {"epochs": 30}},
+              "experiments": {e: {"description": e, "set": {}, "grid": {"optim.lr": lrs}, "mode": "product"}
+                              for e in ("a", "b")},
+              "selections": {}, "comparisons": {}}
+    t0 = time.perf_counter()
+    s = Study(config)
+    plan = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    epochs = np.repeat(np.arange(1, 31, dtype=np.int32), 3)
+    for key in s.trained:  # 30 epochs x (train, val, test); 30 x 6 gradient rows
+        out = Path(s.run_dir(key))
+        out.mkdir(parents=True)
+        n = len(epochs)
+        cols = {"run": [key] * n, "epoch": epochs, "split": ["train", "val", "test"] * 30, "loss": rng.random(n),
+                "accuracy": rng.random(n), "running_loss": rng.random(n), "running_accuracy": rng.random(n),
+                "lr": np.full(n, 0.01), "samples_seen": np.arange(n, dtype=np.int64), "epoch_time": rng.random(n),
+                "wall_time": rng.random(n), "diverged": np.zeros(n, bool), "stopped_epoch": [None] * n}
+        pq.write_table(pa.table(cols, schema=schemas.METRICS), out / "metrics.parquet")
+        g = 30 * 6
+        gcols = {"run": [key] * g, "epoch": np.repeat(np.arange(1, 31, dtype=np.int32), 6),
+                 "layer": ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"] * 30,
+                 "layer_index": np.tile(np.array([0, 0, 1, 1, 2, 2], np.int32), 30), "module": ["Linear"] * g,
+                 "kind": ["weight", "bias"] * 90, "numel": np.full(g, 100), "steps": np.full(g, 10),
+                 **{c: rng.random(g) for c in ("grad_mean", "grad_std", "grad_abs_mean", "grad_norm", "weight_norm")}}
+        pq.write_table(pa.table(gcols, schema=schemas.GRADIENTS), out / "gradients.parquet")
+    res = Path(s.root)
+    t0 = time.perf_counter()
+    collect(s, {}, res / "runs", res / "gradients")
+    t_collect = time.perf_counter() - t0
+    out = {name: res / "summary" / f"{name}.parquet" for name in schemas.SUMMARY_TABLES}
+    s.config.update(final="last", selection_metric="accuracy", ci_level=0.95, gradient_window=5)
+    t0 = time.perf_counter()
+    summarise_study(s, [], res / "runs", res / "gradients", out)
+    t_summarise = time.perf_counter() - t0
+    tables = {name: schemas.read(p, schemas.SUMMARY_TABLES[name]) for name, p in out.items()}
+    t0 = time.perf_counter()
+    plots.draw_all(tables, s.config["experiments"], res / "figures")
+    t_figures = time.perf_counter() - t0
+    print(f"| synthetic study, {len(s.trained):,} runs x 30 epochs | plan {plan:.1f} s, collect {t_collect:.1f} s, "
+          f"summarise {t_summarise:.1f} s, figures {t_figures:.1f} s | |")
+
+
+SECTIONS = {"loops": loops, "telemetry": telemetry, "study": study, "summaries": summaries}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--cores", type=int, default=2, help="for the demo study")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+    args.data = args.data.resolve()
+    print("| what | measured | ratio |\n| --- | --- | --- |")
+    for name in args.only.split(","):
+        tmp = Path(tempfile.mkdtemp(prefix=f"nnstudy-bench-{name}-"))
+        try:
+            SECTIONS[name](args, tmp)
+        finally:
+            os.chdir(ROOT)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
