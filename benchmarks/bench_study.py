@@ -140,8 +140,8 @@ def summaries(args, tmp: Path) -> None:
     os.chdir(tmp)
     lrs = [round(1e-4 * 1.005 ** i, 8) for i in range(1000)]
     config = {"study": "synthetic", "seeds": 5, "defaults": {"data": {"name": "xor"}, "train": {"epochs": 30}},
-              "experiments": {e: {"description": e, "set": {}, "grid": {"optim.lr": lrs}, "mode": "product"}
-                              for e in ("a", "b")},
+              "experiments": {e: {"description": e, "set": {"train.batch_size": batch}, "grid": {"optim.lr": lrs},
+                                  "mode": "product"} for e, batch in (("a", 32), ("b", 64))},
               "selections": {}, "comparisons": {}}
     t0 = time.perf_counter()
     s = Study(config)

@@ -193,3 +193,28 @@ def test_summarise_takes_one_column_name_as_groupby_does():
     one = stats.summarise(df, by="epoch", value="value")
     assert one["epoch"].tolist() == [1, 2] and one["mean"].tolist() == pytest.approx([0.6, 0.7])
     pd.testing.assert_frame_equal(one, stats.summarise(df, by=["epoch"], value="value"))
+
+
+def test_summarise_in_whole_columns_equals_describe_of_each_group():
+    rng = np.random.default_rng(1)
+    sizes = [1, 2, 3, 5, 5, 8, 4]
+    rows = []
+    for g, size in enumerate(sizes):
+        for i in range(size):
+            value = rng.normal(g, 1)
+            if (g, i) in ((2, 0), (5, 3)):
+                value = np.nan if g == 2 else np.inf  # counted in n_nan, not used
+            rows.append({"experiment": "e" if g < 4 else "f", "epoch": g % 3, "value": value, "diverged": (g, i) == (5, 3)})
+    rows.append({"experiment": "f", "epoch": 9, "value": np.nan, "diverged": True})  # a group with no finite value
+    df = pd.DataFrame(rows).astype({"experiment": "category"})
+    fast = stats.summarise(df, ["experiment", "epoch"], "value")
+    for _, row in fast.iterrows():
+        group = df[(df["experiment"] == row["experiment"]) & (df["epoch"] == row["epoch"])]
+        slow = stats.describe(group["value"], diverged=group["diverged"])
+        for col in stats.SUMMARY_COLUMNS:
+            if isinstance(slow[col], str):
+                assert row[col] == slow[col]
+            else:
+                assert row[col] == pytest.approx(slow[col], rel=1e-12, abs=1e-15, nan_ok=True), col
+    assert not isinstance(fast["experiment"].dtype, pd.CategoricalDtype)
+    assert len(fast) == df.groupby(["experiment", "epoch"], observed=True).ngroups

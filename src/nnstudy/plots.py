@@ -10,9 +10,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .aggregate import natural_key  # noqa: E402
+from .aggregate import HIGHER_IS_BETTER, natural_key  # noqa: E402
 
 SPLIT_STYLE = {"train": "-", "val": "--"}
+MANY = 12      # more variants than this: thin lines coloured by variant order, no bands or legend
+RANKED = 30    # more variants than this in a final-value figure: the best RANKED, ranked
 
 
 def _n(df: pd.DataFrame) -> str:
@@ -24,79 +26,108 @@ def _variants(df: pd.DataFrame) -> list[str]:
     return sorted(df["variant"].unique(), key=natural_key)
 
 
+def _by_variant(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(variant, its rows) in natural order, split in one pass (a study may have thousands)."""
+    groups = dict(tuple(df.groupby("variant", observed=True, sort=False)))
+    return [(v, groups[v]) for v in sorted(groups, key=natural_key)]
+
+
+def _colours(count: int) -> list:
+    if count > MANY:
+        return [plt.get_cmap("viridis")(i / max(count - 1, 1)) for i in range(count)]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return [cycle[i % len(cycle)] for i in range(count)]
+
+
 def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
-    """Mean learning curves (train in eval mode and val) with +-1 std bands over seeds."""
+    """Mean learning curves (train in eval mode and val) with +-1 std bands over seeds; with
+    more than MANY variants, thin mean lines coloured by variant order."""
     d = curves[(curves["experiment"] == experiment) & (curves["metric"] == metric) & curves["split"].isin(SPLIT_STYLE)]
     d = d[d["n_seeds"] > 0]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, variant in enumerate(_variants(d)):
-        for split, style in SPLIT_STYLE.items():
-            s = d[(d["variant"] == variant) & (d["split"] == split)].sort_values("epoch")
-            if s.empty:
-                continue
-            colour = colours[i % len(colours)]
-            ax.plot(s["epoch"], s["mean"], style, color=colour, label=f"{variant} ({split})")
-            ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
-                            color=colour, alpha=0.15, linewidth=0)
+    variants = _by_variant(d)
+    many = len(variants) > MANY
+    for (variant, v), colour in zip(variants, _colours(len(variants))):
+        for split, s in v.groupby("split", observed=True):
+            s = s.sort_values("epoch")
+            ax.plot(s["epoch"], s["mean"], SPLIT_STYLE[split], color=colour, label=f"{variant} ({split})",
+                    linewidth=0.6 if many else 1.5, alpha=0.6 if many else 1.0)
+            if not many:
+                ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                                color=colour, alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
-    ax.set_title(f"{experiment}: {metric} ({_n(d) if len(d) else 'n = 0'}; band: mean ± 1 std)", fontsize=9)
-    if d["n_seeds"].nunique() > 1:
-        n_panel(ax.twinx(), d, colours)
+    what = f"{len(variants)} variants, colour: variant order, dashed: val" if many else "band: mean ± 1 std"
+    ax.set_title(f"{experiment}: {metric} ({_n(d) if len(d) else 'n = 0'}; {what})", fontsize=9)
+    if d["n_seeds"].nunique() > 1 and not many:
+        n_panel(ax.twinx(), variants)
     return ax
 
 
-def n_panel(ax, d: pd.DataFrame, colours: list):
+def n_panel(ax, variants: list[tuple[str, pd.DataFrame]]):
     """How many runs each epoch's mean is over (runs stopped early drop out, never carried on)."""
-    for i, variant in enumerate(_variants(d)):
-        s = d[d["variant"] == variant].groupby("epoch")["n_seeds"].max()
-        ax.step(s.index, s.to_numpy(), where="mid", color=colours[i % len(colours)], alpha=0.5, linewidth=0.8)
+    top = 0
+    for (_, v), colour in zip(variants, _colours(len(variants))):
+        s = v.groupby("epoch")["n_seeds"].max()
+        ax.step(s.index, s.to_numpy(), where="mid", color=colour, alpha=0.5, linewidth=0.8)
+        top = max(top, s.max())
     ax.set_ylabel("n (runs, thin steps)")
-    ax.set_ylim(0, d["n_seeds"].max() + 0.5)
+    ax.set_ylim(0, top + 0.5)
     return ax
 
 
 def final_panel(ax, final: pd.DataFrame, metric: str, split: str, experiments: list[str] | None = None):
-    """Final value per variant: mean with its t confidence interval as error bar."""
+    """Final value per variant: mean with its t confidence interval as error bar. More than
+    RANKED variants: the best RANKED by mean, ranked (the full table is final.parquet)."""
     d = final[(final["metric"] == metric) & (final["split"] == split)]
-    labels, means, lo, hi = [], [], [], []
+    rows = []
     for exp in experiments or dict.fromkeys(d["experiment"]):
-        e = d[d["experiment"] == exp]
-        for variant in _variants(e):
-            r = e[e["variant"] == variant].iloc[0]
-            labels.append(f"{exp}/{variant}")
-            means.append(r["mean"])
-            lo.append(r["mean"] - r["ci_low"] if pd.notna(r["ci_low"]) else 0)
-            hi.append(r["ci_high"] - r["mean"] if pd.notna(r["ci_high"]) else 0)
+        rows += [(f"{exp}/{variant}", v.iloc[0]) for variant, v in _by_variant(d[d["experiment"] == exp])]
+    total = len(rows)
+    if total > RANKED:
+        rows = sorted([r for r in rows if pd.notna(r[1]["mean"])], key=lambda r: r[1]["mean"],
+                      reverse=HIGHER_IS_BETTER.get(metric, True))[:RANKED]
+    labels = [label for label, _ in rows]
+    means = [r["mean"] for _, r in rows]
+    lo = [r["mean"] - r["ci_low"] if pd.notna(r["ci_low"]) else 0 for _, r in rows]
+    hi = [r["ci_high"] - r["mean"] if pd.notna(r["ci_high"]) else 0 for _, r in rows]
     ax.errorbar(range(len(labels)), means, yerr=[lo, hi], fmt="o", capsize=4)
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
     level = int(round(100 * d["ci_level"].iloc[0])) if len(d) else 95
     rule = d["epoch_rule"].iloc[0] if len(d) else ""
+    ranked = f"the best {len(labels)} of {total} variants, ranked; " if total > RANKED else ""
     ax.set_ylabel(f"{split} {metric}")
-    ax.set_title(f"final {split} {metric}\n({rule} epoch; {_n(d) if len(d) else 'n = 0'}; "
+    ax.set_title(f"final {split} {metric}\n({ranked}{rule} epoch; {_n(d) if len(d) else 'n = 0'}; "
                  f"bar: {level}% t-interval of the mean)", fontsize=9)
     return ax
 
 
 def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
-    """A gradient statistic of each weight tensor vs layer index, first vs last window."""
+    """A gradient statistic of each weight tensor vs layer index, first vs last window; with
+    more than MANY variants, thin lines without error bars, coloured by variant order."""
     d = flow[(flow["experiment"] == experiment) & (flow["statistic"] == statistic) & (flow["kind"] == "weight")
              & flow["module"].isin(["Conv2d", "Linear"])]
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, variant in enumerate(_variants(d)):
+    variants = _by_variant(d)
+    many = len(variants) > MANY
+    for (variant, v), colour in zip(variants, _colours(len(variants))):
         for window, style in (("first", "o--"), ("last", "s-")):
-            s = d[(d["variant"] == variant) & (d["window"] == window)].sort_values("layer_index")
+            s = v[v["window"] == window].sort_values("layer_index")
             if s.empty:
                 continue
-            ax.errorbar(s["layer_index"], s["mean"], yerr=s["std"].fillna(0), fmt=style, color=colours[i % len(colours)],
-                        capsize=3, markersize=4, label=f"{variant}, epochs {s['epochs'].iloc[0]}")
+            label = f"{variant}, epochs {s['epochs'].iloc[0]}"
+            if many:
+                ax.plot(s["layer_index"], s["mean"], style, color=colour, linewidth=0.6, markersize=2, alpha=0.6)
+            else:
+                ax.errorbar(s["layer_index"], s["mean"], yerr=s["std"].fillna(0), fmt=style, color=colour,
+                            capsize=3, markersize=4, label=label)
     if statistic != "grad_mean":
         ax.set_yscale("log")
     ax.set_xlabel("layer index (conv/linear weights, input to output)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(statistic.replace("grad_", "dL/dw ").replace("_", " "))
-    ax.set_title(f"{experiment}: {statistic} per layer ({_n(d) if len(d) else 'n = 0'}; bar: ± 1 std over seeds)",
-                 fontsize=9)
+    what = f"{len(variants)} variants, colour: variant order" if many else "bar: ± 1 std over seeds"
+    ax.set_title(f"{experiment}: {statistic} per layer ({_n(d) if len(d) else 'n = 0'}; {what})", fontsize=9)
     return ax
 
 
@@ -114,13 +145,14 @@ def figure_curves(curves: pd.DataFrame, experiment: str, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     curve_panel(axes[0], curves, experiment, "accuracy")
     curve_panel(axes[1], curves, experiment, "loss")
-    axes[0].legend(fontsize=6, ncol=2)
+    if len(curves.loc[curves["experiment"] == experiment, "variant"].unique()) <= MANY:
+        axes[0].legend(fontsize=6, ncol=2)
     _save(fig, path)
 
 
 def figure_final(final: pd.DataFrame, metric: str, split: str, path: Path, experiments=None) -> None:
-    n = final[["experiment", "variant"]].drop_duplicates()
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(n)), 4.5))
+    n = min(len(final[["experiment", "variant"]].drop_duplicates()), RANKED)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * n), 4.5))
     final_panel(ax, final, metric, split, experiments)
     _save(fig, path)
 

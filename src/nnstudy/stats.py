@@ -79,19 +79,59 @@ def describe(values, level: float = 0.95, method: str = "t", resamples: int = 10
 def summarise(df: pd.DataFrame, by: str | Sequence[str], value: str, level: float = 0.95, method: str = "t",
               resamples: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """One row per group of `by` (a column name or a list of them, as pandas' groupby takes)
-    with SUMMARY_COLUMNS for column `value`.
+    with SUMMARY_COLUMNS for column `value`: `describe` of every group.
 
     Each row of df is one seed's value; a `diverged` column, if present, is counted. Groups
     are never forward-filled: a run that stopped early just leaves later epochs with smaller n.
+    The t method runs as whole-column operations (a study of 10,000 runs has ~10^6 groups);
+    the bootstrap draws per group.
     """
     by = [by] if isinstance(by, str) else list(by)
-    rows = []
-    for key, group in df.groupby(by, sort=True, dropna=False, observed=True):
-        key = key if isinstance(key, tuple) else (key,)
-        rows.append({**dict(zip(by, key)),
-                     **describe(group[value], level, method, resamples, seed,
-                                group["diverged"] if "diverged" in group else None)})
-    return pd.DataFrame(rows, columns=by + SUMMARY_COLUMNS)
+    if method != "t":
+        rows = []
+        for key, group in df.groupby(by, sort=True, dropna=False, observed=True):
+            key = key if isinstance(key, tuple) else (key,)
+            rows.append({**dict(zip(by, key)),
+                         **describe(group[value], level, method, resamples, seed,
+                                    group["diverged"] if "diverged" in group else None)})
+        return pd.DataFrame(rows, columns=by + SUMMARY_COLUMNS)
+    v = df[value].to_numpy(float)
+    work = df[by].reset_index(drop=True).assign(
+        _v=np.where(np.isfinite(v), v, np.nan),
+        _div=df["diverged"].to_numpy(bool) if "diverged" in df else False)
+    groups = work.groupby(by, sort=True, dropna=False, observed=True)
+    out = groups.agg(n_all=("_v", "size"), n_seeds=("_v", "count"), n_diverged=("_div", "sum"), mean=("_v", "mean"),
+                     std=("_v", "std"), median=("_v", "median"), min=("_v", "min"), max=("_v", "max"))
+    out = out.reset_index()
+    n = out["n_seeds"].to_numpy()
+    std = np.where(n > 1, out["std"].to_numpy(float), np.nan)
+    sem = std / np.sqrt(np.maximum(n, 1))
+    with np.errstate(invalid="ignore"):
+        half = stats.t.ppf(0.5 + level / 2, np.where(n > 1, n - 1, np.nan)) * sem
+    mean = out["mean"].to_numpy(float)
+    out = out.assign(n_nan=out["n_all"] - n, std=std, sem=sem, ci_low=mean - half, ci_high=mean + half,
+                     iqm=_iqm(groups.ngroup().to_numpy(), work["_v"].to_numpy(), len(out)), ci_level=level, ci_method="t")
+    for col in by:  # plain values, as the groups' keys are
+        if isinstance(out[col].dtype, pd.CategoricalDtype):
+            out[col] = out[col].astype(out[col].cat.categories.dtype)
+    return out[by + SUMMARY_COLUMNS].astype({"n_seeds": "int64", "n_nan": "int64", "n_diverged": "int64"})
+
+
+def _iqm(group: np.ndarray, v: np.ndarray, groups: int) -> np.ndarray:
+    """Interquartile mean per group of the finite values (scipy's trim_mean(x, 0.25): int(n/4)
+    values cut from each end), for all groups at once."""
+    ok = np.isfinite(v)
+    group, v = group[ok], v[ok]
+    order = np.lexsort((v, group))
+    group, v = group[order], v[order]
+    n = np.bincount(group, minlength=groups)
+    start = np.concatenate([[0], np.cumsum(n)[:-1]])
+    rank = np.arange(len(v)) - start[group]
+    cut = n // 4
+    keep = (rank >= cut[group]) & (rank < (n - cut)[group])
+    kept = np.bincount(group[keep], minlength=groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept > 0, np.bincount(group[keep], weights=v[keep], minlength=groups) / kept, np.nan)
 
 
 def _constant(x: np.ndarray) -> bool:

@@ -1,0 +1,53 @@
+"""Figures that fit the study: a few variants get legends and bands, thousands stay readable."""
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from nnstudy import plots, stats
+
+
+def final_table(variants: int) -> pd.DataFrame:
+    means = np.linspace(0.5, 0.9, variants)
+    rows = [{"experiment": "lr", "variant": f"lr={i}", "split": "test", "metric": "accuracy", "epoch_rule": "last",
+             **dict.fromkeys(stats.SUMMARY_COLUMNS, 0.0), "n_seeds": 5, "mean": m, "ci_low": m - 0.01,
+             "ci_high": m + 0.01, "ci_level": 0.95} for i, m in enumerate(means)]
+    return pd.DataFrame(rows)
+
+
+def test_many_variants_draw_a_ranking_of_the_best_not_a_page_wide_chart(tmp_path):
+    plots.figure_final(final_table(400), "accuracy", "test", tmp_path / "final.png", ["lr"])
+    width, _ = Image.open(tmp_path / "final.png").size
+    assert width < 2000  # 400 error bars side by side would be ~20,000 px
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plots.final_panel(ax, final_table(400), "accuracy", "test", ["lr"])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[:2] == ["lr/lr=399", "lr/lr=398"] and len(labels) == plots.RANKED  # best first
+    assert "the best 30 of 400 variants" in ax.get_title()
+    plt.close(fig)
+
+
+def test_few_variants_keep_every_bar_in_order():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plots.final_panel(ax, final_table(5), "accuracy", "test", ["lr"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"lr/lr={i}" for i in range(5)]
+    plt.close(fig)
+
+
+def test_curves_of_many_variants_are_thin_lines_without_bands_or_legend(tmp_path):
+    rows = [{"experiment": "lr", "variant": f"lr={v}", "split": split, "metric": metric, "epoch": e, "n_seeds": 5,
+             "mean": 0.5 + 0.01 * e, "std": 0.02} for v in range(40) for split in ("train", "val")
+            for metric in ("accuracy", "loss") for e in range(1, 4)]
+    curves = pd.DataFrame(rows)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    plots.curve_panel(ax, curves, "lr", "accuracy")
+    assert len(ax.lines) == 80 and not ax.collections  # a line per variant and split, no bands
+    assert "40 variants" in ax.get_title()
+    plt.close(fig)
+    plots.figure_curves(curves, "lr", tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size[0] < 1500
