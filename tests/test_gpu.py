@@ -35,6 +35,23 @@ def test_k_concurrent_jobs_get_k_distinct_gpus_and_the_next_waits(tmp_path):
     assert "all 4 GPUs are busy" in extra.stderr.read()
 
 
+def test_two_jobs_per_gpu_spread_over_the_gpus_first(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "NNSTUDY_LOCKS": str(tmp_path / "locks"),
+           "NNSTUDY_JOBS_PER_GPU": "2"}
+    env.pop("SLURM_JOB_ID", None)
+    jobs = [_start(tmp_path, env) for _ in range(2)]
+    assert sorted(p.stdout.readline().strip() for p in jobs) == ["0", "1"]  # one on each GPU first
+    jobs += [_start(tmp_path, env) for _ in range(2)]
+    assert sorted(p.stdout.readline().strip() for p in jobs[2:]) == ["0", "1"]
+    extra = _start(tmp_path, env)
+    time.sleep(1.0)
+    assert extra.poll() is None  # 2 GPUs x 2 slots taken
+    (tmp_path / "release").touch()
+    for p in jobs + [extra]:
+        p.wait(timeout=30)
+    assert "use --resources gpu=4" in extra.stderr.read()
+
+
 def test_no_claim_without_a_choice(monkeypatch):
     from nnstudy import gpu
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")

@@ -122,10 +122,15 @@ def write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
 
 def read(path: Path, schema: pa.Schema) -> pd.DataFrame:
     """Read a Parquet file written with `schema`, checking that it still has that schema."""
+    return read_table(path, schema).to_pandas()
+
+
+def read_table(path: Path, schema: pa.Schema) -> pa.Table:
+    """`read` as an Arrow table (many small files are concatenated before one to_pandas)."""
     table = pq.read_table(path)
     if not table.schema.equals(schema, check_metadata=False):
         raise ValueError(f"{path}: schema differs from the declared one:\n{table.schema}\nexpected\n{schema}")
-    return table.to_pandas()
+    return table
 
 
 def write_text(text: str, path: Path) -> None:

@@ -2,9 +2,11 @@
 into Parquet datasets (one read_parquet returns the study)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from .. import schemas
 from .plan import Study, fmt, materialise
@@ -37,7 +39,17 @@ def collect(study: Study, selections: dict, runs_out: Path, gradients_out: Path)
     table = labelled(study, selections)
     keys = table["key"].unique()
     for name, schema, out in (("metrics", schemas.METRICS, runs_out), ("gradients", schemas.GRADIENTS, gradients_out)):
-        data = pd.concat([schemas.read(Path(study.run_dir(k)) / f"{name}.parquet", schema).assign(key=k)
-                          for k in keys], ignore_index=True)
-        full = table.merge(data, on="key").drop(columns="key")
+        full = table.merge(read_runs(study, keys, name, schema), on="key").drop(columns="key")
         schemas.write_dataset(full, schemas.labelled(schema, table.drop(columns="key")), out, partition="experiment")
+
+
+def read_runs(study: Study, keys, name: str, schema) -> pd.DataFrame:
+    """The `name`.parquet file of every run, with a `key` column, in one frame. Read by a few
+    threads (Arrow reads without the GIL) and joined as Arrow tables: a study has thousands."""
+    def one(key: str) -> pa.Table:
+        table = schemas.read_table(Path(study.run_dir(key)) / f"{name}.parquet", schema)
+        return table.append_column("key", pa.array([key] * len(table), pa.string()))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        tables = list(pool.map(one, keys))
+    return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=[*schema.names, "key"])

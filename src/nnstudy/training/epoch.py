@@ -32,7 +32,7 @@ def train_epoch(run: Built, optimizer: torch.optim.Optimizer, frozen_modules, ba
     return loss_sum / n_seen, correct / n_seen, n_seen
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(run: Built, which: str, batch_size: int) -> tuple[float, float]:
     """(mean loss, accuracy) of the split in eval mode."""
     run.model.eval()
