@@ -8,12 +8,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .aggregate import HIGHER_IS_BETTER, natural_key  # noqa: E402
 
 SPLIT_STYLE = {"train": "-", "val": "--"}
-MANY = 12      # more variants than this: thin lines coloured by variant order, no bands or legend
+MANY = 12      # more variants than this: thin lines (one collection) by variant order, no bands or legend
 RANKED = 30    # more variants than this in a final-value figure: the best RANKED, ranked
 
 
@@ -46,14 +47,22 @@ def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
     d = d[d["n_seeds"] > 0]
     variants = _by_variant(d)
     many = len(variants) > MANY
+    thin = {split: ([], []) for split in SPLIT_STYLE}  # split -> (lines, colours), drawn as one collection
     for (variant, v), colour in zip(variants, _colours(len(variants))):
         for split, s in v.groupby("split", observed=True):
             s = s.sort_values("epoch")
-            ax.plot(s["epoch"], s["mean"], SPLIT_STYLE[split], color=colour, label=f"{variant} ({split})",
-                    linewidth=0.6 if many else 1.5, alpha=0.6 if many else 1.0)
-            if not many:
-                ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
-                                color=colour, alpha=0.15, linewidth=0)
+            if many:
+                thin[split][0].append(s[["epoch", "mean"]].to_numpy(float))
+                thin[split][1].append(colour)
+                continue
+            ax.plot(s["epoch"], s["mean"], SPLIT_STYLE[split], color=colour, label=f"{variant} ({split})")
+            ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
+                            color=colour, alpha=0.15, linewidth=0)
+    for split, (lines, colours) in thin.items():
+        if lines:
+            ax.add_collection(LineCollection(lines, colors=colours, linestyles=SPLIT_STYLE[split], linewidths=0.6,
+                                             alpha=0.6))
+            ax.autoscale_view()
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
@@ -110,17 +119,23 @@ def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
              & flow["module"].isin(["Conv2d", "Linear"])]
     variants = _by_variant(d)
     many = len(variants) > MANY
+    thin = {"first": ([], []), "last": ([], [])}  # window -> (lines, colours), drawn as one collection
     for (variant, v), colour in zip(variants, _colours(len(variants))):
         for window, style in (("first", "o--"), ("last", "s-")):
             s = v[v["window"] == window].sort_values("layer_index")
             if s.empty:
                 continue
-            label = f"{variant}, epochs {s['epochs'].iloc[0]}"
             if many:
-                ax.plot(s["layer_index"], s["mean"], style, color=colour, linewidth=0.6, markersize=2, alpha=0.6)
-            else:
-                ax.errorbar(s["layer_index"], s["mean"], yerr=s["std"].fillna(0), fmt=style, color=colour,
-                            capsize=3, markersize=4, label=label)
+                thin[window][0].append(s[["layer_index", "mean"]].to_numpy(float))
+                thin[window][1].append(colour)
+                continue
+            ax.errorbar(s["layer_index"], s["mean"], yerr=s["std"].fillna(0), fmt=style, color=colour,
+                        capsize=3, markersize=4, label=f"{variant}, epochs {s['epochs'].iloc[0]}")
+    for window, (lines, colours) in thin.items():
+        if lines:
+            ax.add_collection(LineCollection(lines, colors=colours, linestyles="--" if window == "first" else "-",
+                                             linewidths=0.6, alpha=0.6))
+            ax.autoscale_view()
     if statistic != "grad_mean":
         ax.set_yscale("log")
     ax.set_xlabel("layer index (conv/linear weights, input to output)")
