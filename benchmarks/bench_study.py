@@ -114,11 +114,16 @@ def telemetry_of(task: str, spec: dict, args) -> None:
 
 
 def study(args, tmp: Path) -> None:
+    import yaml
+
     work = tmp / "demo"
     work.mkdir()
+    demo = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())
+    demo["defaults"]["data"]["root"] = str(ROOT / "data" / "demo-cifar10")  # the study's path is relative
+    (tmp / "demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
     t0 = time.perf_counter()
     subprocess.run([PY, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", work, "--cores", str(args.cores),
-                    "--configfile", ROOT / "studies" / "demo.yaml"], cwd=ROOT, check=True,
+                    "--configfile", tmp / "demo.yaml"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"})
     seconds = time.perf_counter() - t0

@@ -49,7 +49,7 @@ def run_study(work, rng: random.Random, faults: str = "", kill_after: float | No
             proc.wait()
             return None, killed
         time.sleep(rng.uniform(2, 5))
-        jobs = subprocess.run(["pgrep", "-f", "nnstudy train .*--out results/faults/train/"], capture_output=True,
+        jobs = subprocess.run(["pgrep", "-f", "nnstudy train --runs-json .*results/faults/train/"], capture_output=True,
                               text=True).stdout.split() if faults else []
         if jobs and rng.random() < 0.3:
             os.kill(int(rng.choice(jobs)), signal.SIGKILL)
