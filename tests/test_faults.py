@@ -19,8 +19,8 @@ from nnstudy import schemas
 
 pytestmark = pytest.mark.slow
 SMK = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--cores", "2"]
-STUDY = {
-    "study": "faults", "seeds": 5, "gradient_window": 1,
+STUDY = {  # 2 runs per training job: a kill ends the job, so bundles of 5 would need many more rounds
+    "study": "faults", "seeds": 5, "gradient_window": 1, "runs_per_job": 2,
     "defaults": {"data": {"name": "imagefolder", "root": str(ROOT / "data/demo-cifar10"), "train_size": 300,
                           "test_size": 200}, "model": {"hidden": [32]},
                  "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "train": {"epochs": 2, "batch_size": 50}},
@@ -29,8 +29,8 @@ STUDY = {
 }
 
 
-# SIGKILL probability just before and just after each write's rename, per file.
-FAULTS = "checkpoint.pt:0.03,best.next.pt:0.03,metrics.parquet:0.08,gradients.parquet:0.05,model.pt:0.08,run.json:0.08,*:0.02"
+# SIGKILL probability just before and just after each write's rename, per file (after the targeted rounds).
+FAULTS = "checkpoint.pt:0.02,best.next.pt:0.02,metrics.parquet:0.04,gradients.parquet:0.03,model.pt:0.04,run.json:0.04,*:0.01"
 WRITES = ("checkpoint.pt", "metrics.parquet", "model.pt", "run.json")  # each must have been hit
 
 
@@ -74,8 +74,11 @@ def test_study_survives_kills_at_the_worst_moments(tmp_path):
     while True:
         rounds += 1
         assert rounds <= 25, "the study did not finish under faults"
-        kill = snakemake_kills < 2 and rounds > 1
-        code, killed_now = run_study(faulty, rng, faults=FAULTS, kill_after=rng.uniform(4, 12) if kill else None)
+        kill = snakemake_kills < 2 and rounds > len(WRITES)
+        # The first rounds kill every job at its first write of one file each, so every kind of
+        # write is hit whatever the random draws; random faults after that.
+        faults = f"{WRITES[rounds - 1]}:1" if rounds <= len(WRITES) else FAULTS
+        code, killed_now = run_study(faulty, rng, faults=faults, kill_after=rng.uniform(4, 12) if kill else None)
         snakemake_kills, outside_kills = snakemake_kills + (code is None), outside_kills + killed_now
         if code == 0 and snakemake_kills >= 2:
             break
