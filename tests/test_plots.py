@@ -52,3 +52,19 @@ def test_curves_of_many_variants_are_thin_lines_without_bands_or_legend(tmp_path
     plt.close(fig)
     plots.figure_curves(curves, "lr", tmp_path / "curves.png")
     assert Image.open(tmp_path / "curves.png").size[0] < 1500
+
+
+def test_a_study_without_validation_split_shows_test_curves_labelled_as_test():
+    import matplotlib.pyplot as plt
+
+    rows = [{"experiment": "e", "variant": "v", "split": split, "metric": "accuracy", "epoch": e, "n_seeds": 5,
+             "mean": 0.5, "std": 0.1} for split in ("train", "test") for e in (1, 2)]
+    fig, ax = plt.subplots()
+    plots.curve_panel(ax, pd.DataFrame(rows), "e", "accuracy")
+    assert [line.get_label() for line in ax.lines] == ["v (test)", "v (train)"]
+    assert "dashed: test (no validation split)" in ax.get_title()
+    with_val = pd.DataFrame([{**r, "split": "val"} for r in rows if r["split"] == "test"] + rows)
+    ax.clear()
+    plots.curve_panel(ax, with_val, "e", "accuracy")  # test is never drawn beside val
+    assert sorted(line.get_label() for line in ax.lines) == ["v (train)", "v (val)"] and "dashed: val" in ax.get_title()
+    plt.close(fig)

@@ -13,7 +13,6 @@ import pandas as pd  # noqa: E402
 
 from .aggregate import HIGHER_IS_BETTER, natural_key  # noqa: E402
 
-SPLIT_STYLE = {"train": "-", "val": "--"}
 MANY = 12      # more variants than this: thin lines (one collection) by variant order, no bands or legend
 RANKED = 30    # more variants than this in a final-value figure: the best RANKED, ranked
 
@@ -41,13 +40,16 @@ def _colours(count: int) -> list:
 
 
 def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
-    """Mean learning curves (train in eval mode and val) with +-1 std bands over seeds; with
-    more than MANY variants, thin mean lines coloured by variant order."""
-    d = curves[(curves["experiment"] == experiment) & (curves["metric"] == metric) & curves["split"].isin(SPLIT_STYLE)]
-    d = d[d["n_seeds"] > 0]
+    """Mean learning curves (train in eval mode, solid; val dashed, or test where the study has
+    no validation split, labelled so) with +-1 std bands over seeds; with more than MANY
+    variants, thin mean lines coloured by variant order."""
+    d = curves[(curves["experiment"] == experiment) & (curves["metric"] == metric) & (curves["n_seeds"] > 0)]
+    held_out = "val" if (d["split"] == "val").any() else "test"
+    styles = {"train": "-", held_out: "--"}
+    d = d[d["split"].isin(styles)]
     variants = _by_variant(d)
     many = len(variants) > MANY
-    thin = {split: ([], []) for split in SPLIT_STYLE}  # split -> (lines, colours), drawn as one collection
+    thin = {split: ([], []) for split in styles}  # split -> (lines, colours), drawn as one collection
     for (variant, v), colour in zip(variants, _colours(len(variants))):
         for split, s in v.groupby("split", observed=True):
             s = s.sort_values("epoch")
@@ -55,18 +57,19 @@ def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
                 thin[split][0].append(s[["epoch", "mean"]].to_numpy(float))
                 thin[split][1].append(colour)
                 continue
-            ax.plot(s["epoch"], s["mean"], SPLIT_STYLE[split], color=colour, label=f"{variant} ({split})")
+            ax.plot(s["epoch"], s["mean"], styles[split], color=colour, label=f"{variant} ({split})")
             ax.fill_between(s["epoch"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0),
                             color=colour, alpha=0.15, linewidth=0)
     for split, (lines, colours) in thin.items():
         if lines:
-            ax.add_collection(LineCollection(lines, colors=colours, linestyles=SPLIT_STYLE[split], linewidths=0.6,
+            ax.add_collection(LineCollection(lines, colors=colours, linestyles=styles[split], linewidths=0.6,
                                              alpha=0.6))
             ax.autoscale_view()
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
-    what = f"{len(variants)} variants, colour: variant order, dashed: val" if many else "band: mean ± 1 std"
+    what = f"{len(variants)} variants, colour: variant order" if many else "band: mean ± 1 std"
+    what += f"; dashed: {held_out}" + (" (no validation split)" if held_out == "test" else "")
     ax.set_title(f"{experiment}: {metric} ({_n(d) if len(d) else 'n = 0'}; {what})", fontsize=9)
     if d["n_seeds"].nunique() > 1 and not many:
         n_panel(ax.twinx(), variants)
