@@ -135,8 +135,6 @@ def study(args, tmp: Path) -> None:
 
 def summaries(args, tmp: Path) -> None:
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from nnstudy import plots, schemas
     from nnstudy.aggregate import summarise_study
@@ -152,23 +150,8 @@ def summaries(args, tmp: Path) -> None:
     s = Study(config)
     plan = time.perf_counter() - t0
     rng = np.random.default_rng(0)
-    epochs = np.repeat(np.arange(1, 31, dtype=np.int32), 3)
-    for key in s.trained:  # 30 epochs x (train, val, test); 30 x 6 gradient rows
-        out = Path(s.run_dir(key))
-        out.mkdir(parents=True)
-        n = len(epochs)
-        cols = {"run": [key] * n, "epoch": epochs, "split": ["train", "val", "test"] * 30, "loss": rng.random(n),
-                "accuracy": rng.random(n), "running_loss": rng.random(n), "running_accuracy": rng.random(n),
-                "lr": np.full(n, 0.01), "samples_seen": np.arange(n, dtype=np.int64), "epoch_time": rng.random(n),
-                "wall_time": rng.random(n), "diverged": np.zeros(n, bool), "stopped_epoch": [None] * n}
-        pq.write_table(pa.table(cols, schema=schemas.METRICS), out / "metrics.parquet")
-        g = 30 * 6
-        gcols = {"run": [key] * g, "epoch": np.repeat(np.arange(1, 31, dtype=np.int32), 6),
-                 "layer": ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"] * 30,
-                 "layer_index": np.tile(np.array([0, 0, 1, 1, 2, 2], np.int32), 30), "module": ["Linear"] * g,
-                 "kind": ["weight", "bias"] * 90, "numel": np.full(g, 100), "steps": np.full(g, 10),
-                 **{c: rng.random(g) for c in ("grad_mean", "grad_std", "grad_abs_mean", "grad_norm", "weight_norm")}}
-        pq.write_table(pa.table(gcols, schema=schemas.GRADIENTS), out / "gradients.parquet")
+    for key in s.trained:
+        synthetic_run(Path(s.run_dir(key)), key, rng)
     res = Path(s.root)
     t0 = time.perf_counter()
     collect(s, {}, res / "runs", res / "gradients")
@@ -184,6 +167,32 @@ def summaries(args, tmp: Path) -> None:
     t_figures = time.perf_counter() - t0
     print(f"| synthetic study, {len(s.trained):,} runs x 30 epochs | plan {plan:.1f} s, collect {t_collect:.1f} s, "
           f"summarise {t_summarise:.1f} s, figures {t_figures:.1f} s | |")
+
+
+def synthetic_run(out: Path, key: str, rng) -> None:
+    """A finished run's Parquet files with random values: 30 epochs x (train, val, test) metrics,
+    30 x 6 gradient rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nnstudy import schemas
+
+    out.mkdir(parents=True)
+    epochs = np.repeat(np.arange(1, 31, dtype=np.int32), 3)
+    n = len(epochs)
+    cols = {"run": [key] * n, "epoch": epochs, "split": ["train", "val", "test"] * 30, "loss": rng.random(n),
+            "accuracy": rng.random(n), "running_loss": rng.random(n), "running_accuracy": rng.random(n),
+            "lr": np.full(n, 0.01), "samples_seen": np.arange(n, dtype=np.int64), "epoch_time": rng.random(n),
+            "wall_time": rng.random(n), "diverged": np.zeros(n, bool), "stopped_epoch": [None] * n}
+    pq.write_table(pa.table(cols, schema=schemas.METRICS), out / "metrics.parquet")
+    g = 30 * 6
+    gcols = {"run": [key] * g, "epoch": np.repeat(np.arange(1, 31, dtype=np.int32), 6),
+             "layer": ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"] * 30,
+             "layer_index": np.tile(np.array([0, 0, 1, 1, 2, 2], np.int32), 30), "module": ["Linear"] * g,
+             "kind": ["weight", "bias"] * 90, "numel": np.full(g, 100), "steps": np.full(g, 10),
+             **{c: rng.random(g) for c in ("grad_mean", "grad_std", "grad_abs_mean", "grad_norm", "weight_norm")}}
+    pq.write_table(pa.table(gcols, schema=schemas.GRADIENTS), out / "gradients.parquet")
 
 
 SECTIONS = {"loops": loops, "telemetry": telemetry, "study": study, "summaries": summaries}

@@ -39,11 +39,11 @@ def collect(study: Study, selections: dict, runs_out: Path, gradients_out: Path)
     table = labelled(study, selections)
     keys = table["key"].unique()
     for name, schema, out in (("metrics", schemas.METRICS, runs_out), ("gradients", schemas.GRADIENTS, gradients_out)):
-        full = table.merge(read_runs(study, keys, name, schema), on="key").drop(columns="key")
+        full = table.merge(_run_files(study, keys, name, schema), on="key").drop(columns="key")
         schemas.write_dataset(full, schemas.labelled(schema, table.drop(columns="key")), out, partition="experiment")
 
 
-def read_runs(study: Study, keys, name: str, schema) -> pd.DataFrame:
+def _run_files(study: Study, keys, name: str, schema) -> pd.DataFrame:
     """The `name`.parquet file of every run, with a `key` column, in one frame. Read by a few
     threads (Arrow reads without the GIL) and joined as Arrow tables: a study has thousands."""
     def one(key: str) -> pa.Table:

@@ -388,6 +388,7 @@ class Study:
         return [{"spec": self.trained[k].spec, "out": self.run_dir(k)} for k in self.jobs[job]]
 
     def describe_job(self, job: str) -> str:
+        """"EXPERIMENT/VARIANT, seeds 0, 1, ...: runs KEY, ..." (Snakemake's message for the job)."""
         rows = [self.trained[k] for k in self.jobs[job]]
         return (f"{rows[0].experiment}/{rows[0].variant}, seeds {', '.join(str(r.seed) for r in rows)}: "
                 f"runs {', '.join(self.jobs[job])}")
