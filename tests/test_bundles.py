@@ -55,6 +55,10 @@ def test_a_folder_holding_another_run_is_kept_unless_replace(tmp_path):
                                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     kept = train()
     assert kept.returncode == 2 and "choose another --out" in kept.stderr.splitlines()[-1]
-    replaced = train("--replace")
+    stale = tmp_path / "jobs" / ".j1.json.x8k2q.tmp"  # the job file of an attempt killed mid-write
+    stale.parent.mkdir()
+    stale.write_text("{")
+    replaced = train("--replace", "--done", str(tmp_path / "jobs" / "j1.json"))
     assert replaced.returncode == 0, replaced.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["spec"]["seed"] == 7
+    assert [p.name for p in stale.parent.iterdir()] == ["j1.json"]

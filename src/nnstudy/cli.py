@@ -19,6 +19,10 @@ def _train(args) -> None:
         raise SpecError(f"--threads: {args.threads} is not allowed; at least 1 (or leave it out)")
     runs = _runs(args)
     selections = study.load_selections(args.selections) if args.selections else {}
+    if args.done:  # the job is its one writer: a killed attempt's temporary file goes
+        from .schemas import remove_stale
+
+        remove_stale([args.done])
     slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
 
     from . import training
