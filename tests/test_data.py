@@ -34,9 +34,12 @@ def test_stratified_subset_is_balanced_and_fixed():
     assert sorted(torch.bincount(y[s1]).tolist()) == [9] * 5 + [10] * 5
 
 
-def test_random_crop_shifts_within_padding():
+def test_crop_shifts_within_padding():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
-    out = data.random_crop(x, 1, torch.Generator().manual_seed(0))
+    out = data.crop_at(x, 1, torch.tensor([[[0], [2]], [[1], [0]]]))
+    # sample 0 shifted down a row (a zero row on top), sample 1 up a row and right a column
+    assert torch.equal(out[0, 0, 1:], x[0, 0, :3]) and not out[0, 0, 0].any()
+    assert torch.equal(out[1, 0, :3, 1:], x[1, 0, 1:, :3]) and not out[1, 0, 3].any() and not out[1, 0, :, 0].any()
     assert out.shape == x.shape
     for i in range(2):  # every crop is a window of the zero-padded image
         padded = torch.nn.functional.pad(x[i, 0], (1, 1, 1, 1))
@@ -67,3 +70,21 @@ def test_training_split_statistics_normalise(shared_data, monkeypatch):
     x = torch.cat([xb for xb, _ in d.batches("train", 512)])
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
     assert len(d.train_idx) == 1800 and len(d.val_idx) == 200 and len(d.test_y) == 500
+
+
+def test_an_epochs_augmentation_is_drawn_as_batch_by_batch_draws_were():
+    """Flips and crops are drawn before the epoch's first step (no host copy per step), in the
+    order per-batch drawing used: the shuffle, then per batch its flips and its crop offsets."""
+    d = data.Data(train_x=torch.rand(10, 1, 4, 4), train_y=torch.zeros(10, dtype=torch.int64),
+                  test_x=torch.rand(2, 1, 4, 4), test_y=torch.zeros(2, dtype=torch.int64),
+                  train_idx=torch.arange(10), val_idx=torch.arange(0), classes=1, mean=None, std=None,
+                  resize=None, crop=1, flip=True, images=True)
+    got = torch.cat([x for x, _ in d.batches("train", 4, torch.Generator().manual_seed(5))])
+    gen = torch.Generator().manual_seed(5)
+    idx, expected = torch.randperm(10, generator=gen), []
+    for start in range(0, 10, 4):
+        x = d.train_x[idx[start:start + 4]]
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        shift = torch.randint(0, 3, (2, len(x), 1), generator=gen)
+        expected.append(data.crop_at(torch.where(flip[:, None, None, None], x.flip(3), x), 1, shift))
+    assert torch.equal(got, torch.cat(expected))

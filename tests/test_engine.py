@@ -101,3 +101,19 @@ def test_images_kept_as_normalised_floats_train_exactly_as_uint8_batches(tmp_pat
     assert data.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.uint8
     training.run(spec, tmp_path / "per_batch", threads=1)
     same_run(tmp_path / "resident", tmp_path / "per_batch")
+
+
+def test_bf16_and_compile_are_spec_options_of_their_own_runs(tmp_path):
+    """bf16 autocast trains a slightly different run under its own id; torch.compile the same
+    numbers as eager (to float tolerance) under its own id; both recorded in run.json."""
+    base = {"seed": 0, "data": {"name": "xor", "samples": 64}, "model": {"hidden": [8]},
+            "train": {"epochs": 2, "batch_size": 16}}
+    runs = {}
+    for name, extra in {"fp32": {}, "bf16": {"precision": "bf16"}, "compiled": {"compile": True}}.items():
+        manifest = training.run({**base, "train": {**base["train"], **extra}}, tmp_path / name)
+        runs[name] = (manifest, pd.read_parquet(tmp_path / name / "metrics.parquet")["loss"].to_numpy())
+    assert len({m["id"] for m, _ in runs.values()}) == 3
+    assert runs["bf16"][0]["spec"]["train"]["precision"] == "bf16" and runs["compiled"][0]["spec"]["train"]["compile"]
+    fp32, bf16, compiled = (loss for _, loss in runs.values())
+    assert abs(bf16 - fp32).max() < 0.02 and (bf16 != fp32).any()
+    assert abs(compiled - fp32).max() < 1e-5

@@ -6,6 +6,7 @@ import yaml
 from conftest import mnist_spec
 
 from nnstudy import cli, spec as spec_mod
+from nnstudy.spec import resolve, run_id
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -119,3 +120,13 @@ def test_a_constant_channel_is_scaled_not_divided_by_zero(capsys):
     x = next(d.batches("test", 4))[0]
     assert torch.isfinite(x).all() and (x[:, 1] == 0).all()
     assert "channel(s) [1] of flat_channel_test are constant" in capsys.readouterr().err
+
+
+def test_options_added_later_leave_earlier_run_ids_alone():
+    """train.precision and train.compile came after runs were recorded: at their defaults the id
+    is the one computed before they existed; set otherwise, they make another run."""
+    assert run_id(resolve({})) == "ba5726e6a82e"  # recorded before the keys existed
+    assert run_id(resolve({"train": {"precision": "fp32", "compile": False}})) == "ba5726e6a82e"
+    assert resolve({})["train"]["precision"] == "fp32"
+    others = {run_id(resolve({"train": t})) for t in ({"precision": "bf16"}, {"compile": True})}
+    assert len(others) == 2 and "ba5726e6a82e" not in others

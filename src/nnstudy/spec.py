@@ -207,10 +207,26 @@ def resolve(spec: dict) -> dict:
     return spec
 
 
+# Keys added to the spec after run ids were in use: at their schema default they are left out of
+# the id, so adding them changed no earlier run's id (and the id stays a function of the spec).
+ID_NEUTRAL = ("train.precision", "train.compile")
+
+
 def run_id(resolved: dict) -> str:
-    """Stable id of a resolved spec: the first 12 hex digits of the SHA-256 of its canonical JSON."""
-    blob = json.dumps(resolved, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    """Stable id of a resolved spec: the first 12 hex digits of the SHA-256 of its canonical JSON
+    (without the ID_NEUTRAL keys that are at their defaults)."""
+    hashed = dict(resolved)
+    for dotted in ID_NEUTRAL:
+        section, key = dotted.split(".")
+        block = hashed.get(section)
+        if isinstance(block, dict) and key in block and block[key] == _default(section, key):
+            hashed[section] = {k: v for k, v in block.items() if k != key}
+    blob = json.dumps(hashed, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _default(section: str, key: str) -> Any:
+    return _declared()["$defs"]["spec"]["properties"][section]["properties"][key]["default"]
 
 
 def get(spec: dict, dotted: str) -> Any:

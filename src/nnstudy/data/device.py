@@ -45,8 +45,10 @@ class Data:
         x = x.float() / 255
         return (x - self.mean) / self.std if self.mean is not None else x
 
-    def prepare(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        """A batch of images, normalised (if still uint8) and resized; with `gen`, augmented.
+    def prepare(self, x: torch.Tensor, flip: torch.Tensor | None = None,
+                shift: torch.Tensor | None = None) -> torch.Tensor:
+        """A batch of images, normalised (if still uint8) and resized; flipped where `flip` (bool
+        per sample) and cropped by `shift` ((2, n, 1) offsets), as `augmentation` draws them.
         Float features pass unchanged."""
         if x.dtype == torch.uint8:
             x = self.normalise(x)
@@ -55,12 +57,24 @@ class Data:
         if self.resize:
             x = torch.nn.functional.interpolate(x, size=self.resize, mode="bilinear", align_corners=False,
                                                 antialias=True)
-        if gen is not None and self.flip:
-            mask = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
-            x = torch.where(mask[:, None, None, None], x.flip(3), x)
-        if gen is not None and self.crop:
-            x = random_crop(x, self.crop, gen)
+        if flip is not None:
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if shift is not None:
+            x = crop_at(x, self.crop, shift)
         return x
+
+    def augmentation(self, n: int, batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor | None, ...]:
+        """An epoch's flips (bool, n) and crop offsets (2, n, 1), drawn from `gen` batch by batch
+        in the order the batches use them, before the first step: the step loop then copies
+        nothing from the host (no sync per step), with the numbers of per-batch draws."""
+        flips, shifts = [], []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            if self.flip:
+                flips.append(torch.rand(m, generator=gen) < 0.5)
+            if self.crop:
+                shifts.append(torch.randint(0, 2 * self.crop + 1, (2, m, 1), generator=gen))
+        return (torch.cat(flips) if flips else None), (torch.cat(shifts, dim=1) if shifts else None)
 
     def batches(self, which: str, batch_size: int, gen: torch.Generator | None = None):
         """Yield (x, y) batches of the train/val/test split; shuffled and augmented with `gen`."""
@@ -68,19 +82,33 @@ class Data:
             xs, ys, idx = self.test_x, self.test_y, torch.arange(len(self.test_y))
         else:
             xs, ys, idx = self.train_x, self.train_y, self.train_idx if which == "train" else self.val_idx
+        flip = shift = None
         if gen is not None:
             idx = idx[torch.randperm(len(idx), generator=gen)]
-        idx = idx.to(xs.device)
+            if self.images:
+                flip, shift = (to_device(t, xs.device) for t in self.augmentation(len(idx), batch_size, gen))
+        idx = to_device(idx, xs.device)
         for start in range(0, len(idx), batch_size):
-            b = idx[start:start + batch_size]
-            yield self.prepare(xs[b], gen), ys[b]
+            end = start + batch_size
+            b = idx[start:end]
+            yield self.prepare(xs[b], None if flip is None else flip[start:end],
+                               None if shift is None else shift[:, start:end]), ys[b]
 
 
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Per-sample random crop of a zero-padded batch back to its size (one gather, no loop)."""
+def to_device(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """A host tensor on `device`; to a GPU through pinned memory without waiting (a plain copy
+    from pageable memory synchronises the host with the GPU)."""
+    if t is None or t.device == device or device.type != "cuda":
+        return t if t is None else t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def crop_at(x: torch.Tensor, pad: int, shift: torch.Tensor) -> torch.Tensor:
+    """Per-sample crop of the zero-padded batch at offsets `shift` (2, n, 1), back to its size
+    (one gather, no loop)."""
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n, 1), generator=gen).to(x.device)
+    dy, dx = shift
     rows = (torch.arange(h, device=x.device) + dy)[:, None, :, None]
     cols = (torch.arange(w, device=x.device) + dx)[:, None, None, :]
     return padded[torch.arange(n, device=x.device)[:, None, None, None],

@@ -2,6 +2,7 @@
 by the seed, source weights loaded, layers frozen) and its loss. Training and `load_run` share it."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,12 @@ class Built:
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self):
+        """bfloat16 autocast for forward passes and losses where the spec asks for it."""
+        if self.spec["train"]["precision"] == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def pick_device(requested: str | None = None) -> torch.device:

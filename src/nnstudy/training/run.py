@@ -64,6 +64,8 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     optimizer = make_optimizer([p for p in r.model.parameters() if p.requires_grad], resolved["optim"])
     callbacks = ([GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))]
                  if resolved["train"]["gradients"] else [])
+    if resolved["train"]["compile"]:
+        r.model.compile(dynamic=False)  # in place: the weights keep their names in checkpoints
     gen = torch.Generator().manual_seed(resolved["seed"])  # data order and augmentation
     lock = claim(out)  # noqa: F841 (held until this function returns)
     state = RunState.restore(out, rid, r.model, optimizer, gen, dev, log)
@@ -119,7 +121,8 @@ def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, g
     lr = lr_at(r.spec["schedule"], r.spec["optim"]["lr"], epoch, tr["epochs"])
     for group in optimizer.param_groups:
         group["lr"] = lr
-    run_loss, run_acc, n_seen = train_epoch(r, optimizer, frozen_modules, tr["batch_size"], gen, callbacks)
+    sums, n_seen = train_epoch(r, optimizer, frozen_modules, tr["batch_size"], gen, callbacks)
+    run_loss, run_acc = (v / n_seen for v in sums.tolist())
     state.samples += n_seen
     diverged = not math.isfinite(run_loss)
     evaluated = epoch % tr["eval_every"] == 0 or epoch == tr["epochs"] or diverged
