@@ -4,6 +4,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/summarise.smk"
+include: "workflow/rules/analyse.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -16,3 +17,4 @@ rule all:
         JOBS,
         SUMMARY.values(),
         FIGURES,
+        ANALYSIS_SUMMARIES,

@@ -71,7 +71,18 @@ def test_demo_study_end_to_end(demo):
     for name in names:
         assert (res / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (res / "report.html").read_text()
-    assert "Findings" in page and "cannot support" in page and page.count("data:image/png;base64") == len(names)
+    experiments = demo["config"].config["experiments"]
+    assert "Findings" in page and "cannot support" in page
+    assert page.count("data:image/png;base64") == len(names) + len(experiments)  # + a confusion figure each
+    # Per experiment: its seed-averaged confusion matrices and per-class accuracy with intervals.
+    per_class = pd.read_parquet(res / "analyses" / "confusion" / "summary" / "per_class.parquet")
+    assert set(per_class["experiment"]) == set(experiments) and (per_class["n_seeds"] == 5).all()
+    assert len(per_class) == 16 * 10  # every variant, every class
+    for exp in experiments:
+        section = page[page.index(f"<h3>{exp}: confusion</h3>"):]
+        assert "per-class test accuracy" in section[:20000] and "most confused pairs" in section[:40000]
+    counts = pd.read_parquet(res / "analyses" / "confusion" / "lr.parquet").groupby("key")["count"].sum()
+    assert len(counts) == 25 and (counts == 500).all()  # each lr run's 500 test images
     # One read_parquet call gives the whole study, labelled.
     runs = pd.read_parquet(res / "runs")
     assert {"run", "experiment", "variant", "seed", "optim.lr", "model.dropout", "model.batchnorm"} <= set(runs.columns)
@@ -121,7 +132,8 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
         job.write_bytes(kept)  # planning reopened the run's job (removed its file); the run is back
     # The run's job, the best-LR choice it feeds, the job of the runs started from that choice, the summaries.
     assert job_counts(plan.stderr + plan.stdout) == {"train": 2, "select": 1, "collect": 1, "summarise": 1,
-                                                     "figures": 1, "report": 1, "all": 1}
+                                                     "figures": 1, "report": 1, "all": 1, "analyse": 2,
+                                                     "analysis_summary": 1}
     assert set(planned_runs(plan.stdout + plan.stderr)) == {f"lr/lr={row.values['optim.lr']!r}", "lr_schedule/schedule.name=cosine"}
 
 

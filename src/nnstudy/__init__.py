@@ -5,13 +5,14 @@ For users' own code (a study's `plugins:`) and for reading runs back:
     nnstudy.register_model(name)     decorate a factory (input_shape, classes, **params) -> nn.Module
     nnstudy.register_dataset(name)   decorate a factory (**params) -> (train_x, train_y, test_x, test_y)
     nnstudy.register_optimizer, register_schedule, register_loss
+    nnstudy.register_analysis(name, schema=, tables=, summarise=, draw=)   a per-run analysis (nnstudy.analyses)
     nnstudy.load_run(run_dir, weights="final"|"best")   spec, data and model of a finished run
 """
-from .registry import (register_dataset, register_loss, register_model, register_optimizer,
+from .registry import (register_analysis, register_dataset, register_loss, register_model, register_optimizer,
                        register_schedule)
 
 __version__ = "0.1.0"
-__all__ = ["load_run", "register_dataset", "register_loss", "register_model", "register_optimizer",
+__all__ = ["load_run", "register_analysis", "register_dataset", "register_loss", "register_model", "register_optimizer",
            "register_schedule"]
 
 

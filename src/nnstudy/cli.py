@@ -66,13 +66,26 @@ def _runs(args) -> list[tuple[dict, Path]]:
     return runs
 
 
+def _analyse(args) -> None:
+    from . import analyses, gpu
+
+    try:
+        params = json.loads(args.params_json)
+    except ValueError as e:
+        raise SpecError(f"--params-json: not JSON ({e})") from None
+    analyses.check(args.name, params, "nnstudy analyse NAME", "--params-json")
+    slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
+    analyses.compute(args.name, params, args.runs, args.weights, args.out, args.device)
+
+
 def _list(args) -> None:
     from . import registry
 
     registry.builtins()
     registry.load_plugins(args.plugins, "--plugins")
-    for section, reg in registry.REGISTRIES.items():
-        print(f"{reg.kind}s ({section}.name; a factory {reg.describe_factory}):")
+    kinds = [(r, f"{s}.name") for s, r in registry.REGISTRIES.items()] + [(registry.ANALYSES, "an experiment's analyses")]
+    for reg, where in kinds:
+        print(f"{reg.kind}s ({where}; a factory {reg.describe_factory}):")
         for e in reg.entries():
             own = ", ".join(f"{k}={json.dumps(v.get('default'))}" for k, v in e.params.items())
             what = f"= {e.target} with {json.dumps(e.defaults)}" if e.target else f"({own})" if own else ""
@@ -126,7 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("list", help="list the registered datasets, models, optimisers, schedules and losses")
+    p = sub.add_parser("analyse", help="compute a per-run analysis of finished runs into one Parquet file")
+    p.add_argument("name", help="a registered analysis (nnstudy list)")
+    p.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (each with run.json)")
+    p.add_argument("--params-json", default="{}", help="the analysis's parameters as JSON (default: {})")
+    p.add_argument("--weights", choices=["final", "best"], default="final", help="final or best-validation weights")
+    p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.set_defaults(func=_analyse)
+
+    p = sub.add_parser("list", help="list the registered datasets, models, optimisers, schedules, losses and analyses")
     p.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to load first")
     p.set_defaults(func=_list)
 

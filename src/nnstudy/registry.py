@@ -132,13 +132,16 @@ MODELS = Registry("model", "model", 2, "gets (input_shape, classes, **params), r
 OPTIMIZERS = Registry("optimiser", "optim", 3, "gets (parameters, lr, weight_decay, **params)")
 SCHEDULES = Registry("schedule", "schedule", 3, "gets (base_lr, t, span, **params), returns the lr")
 LOSSES = Registry("loss", "loss", 2, "gets (logits, labels), returns the mean loss")
-REGISTRIES = {r.section: r for r in (DATASETS, MODELS, OPTIMIZERS, SCHEDULES, LOSSES)}
+REGISTRIES = {r.section: r for r in (DATASETS, MODELS, OPTIMIZERS, SCHEDULES, LOSSES)}  # the run spec's sections
+# Per-run analyses are switched on per experiment in the study file (not part of a run's spec).
+ANALYSES = Registry("analysis", "analyses", 1, "gets (run, **params), returns a DataFrame of its schema")
 
 register_dataset = DATASETS.register
 register_model = MODELS.register
 register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 register_loss = LOSSES.register
+register_analysis = ANALYSES.register
 
 _builtins_loaded = False
 
@@ -152,6 +155,7 @@ def builtins() -> None:
         importlib.import_module("nnstudy.models")
         importlib.import_module("nnstudy.training.optim")
         importlib.import_module("nnstudy.training.losses")
+        importlib.import_module("nnstudy.analyses.builtin")
 
 
 # -- user code --------------------------------------------------------------------------------

@@ -72,7 +72,24 @@ def provenance(manifests: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write(config: dict, summary_paths: dict, figures: list[Path], manifests: list[Path], out: Path) -> None:
+def analyses_html(config: dict, folders: list[Path]) -> str:
+    """Per experiment, each of its analyses: the figure (one panel per variant) and the
+    analysis's report tables."""
+    from . import analyses
+
+    parts = []
+    for exp, c in config["experiments"].items():
+        for name in c.get("analyses", {}):
+            folder = next(Path(f) for f in folders if Path(f).parent.name == name)
+            tables = {t: df[df["experiment"] == exp] for t, df in analyses.read_summary(name, folder).items()}
+            parts.append(f"<h3>{html.escape(exp)}: {html.escape(name)}</h3>" + _img(folder / f"{exp}.png"))
+            for title, df in analyses.entry(name).extra["report"](tables).items():
+                parts.append(f"<h4>{html.escape(title)}</h4>" + _table(df))
+    return "".join(parts)
+
+
+def write(config: dict, summary_paths: dict, figures: list[Path], manifests: list[Path], out: Path,
+          analysis_folders: list[Path] = ()) -> None:
     summary = {name: schemas.read(Path(p), schemas.SUMMARY_TABLES[name]) for name, p in summary_paths.items()}
     runs = [json.loads(Path(p).read_text()) for p in manifests]
     comp = summary["comparisons"]
@@ -94,6 +111,8 @@ def write(config: dict, summary_paths: dict, figures: list[Path], manifests: lis
         _table(sel) if len(sel) else "<p>none</p>",
         "<h2>Final metrics</h2>", _table(fin),
         "<h2>Figures</h2>", "".join(_img(p) for p in figures),
+        *(["<h2>Per-run analyses, averaged over seeds</h2>", analyses_html(config, analysis_folders)]
+          if analysis_folders else []),
         "<h2>Comparisons</h2>",
         _table(comp[["family", "variant_a", "variant_b", "metric", "paired", "n_a", "n_b", "mean_a", "mean_b", "diff",
                      "diff_ci_low", "diff_ci_high", "test", "statistic", "df", "p_raw", "p_perm", "p_adj", "m", "reject",

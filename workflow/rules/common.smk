@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -46,10 +47,18 @@ SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLE
 # One file per training job, written once every run in it has finished: the summary steps'
 # inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.
 JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
+# Per-run analyses: analysis -> its per-experiment files; each analysis's summary folder.
+ANALYSES = {
+    name: [STUDY.analysis_path(name, e) for e in exps]
+    for name, exps in STUDY.analyses().items()
+}
+ANALYSIS_SUMMARIES = [f"{R}/analyses/{name}/summary" for name in ANALYSES]
 
 
 wildcard_constraints:
     job=r"j[0-9a-f]{12}",
+    analysis="|".join(ANALYSES) or "(?!)",
+    experiment="|".join(map(re.escape, config["experiments"])),
     name="|".join(config["selections"]) or "(?!)",
 
 
@@ -67,6 +76,11 @@ def job_runs(wildcards):
 def job_description(wildcards):
     """What a job trains, for Snakemake's listing (also -n): experiment, variant, seeds, runs."""
     return STUDY.describe_job(wildcards.job)
+
+
+def analysis_inputs(wildcards):
+    """The training jobs of the runs an experiment's analyses read."""
+    return STUDY.jobs_of(STUDY.analysis_keys(wildcards.experiment))
 
 
 def selection_inputs(wildcards):

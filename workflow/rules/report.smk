@@ -20,6 +20,7 @@ rule report:
     input:
         summary=list(SUMMARY.values()),
         figures=FIGURES,
+        analyses=ANALYSIS_SUMMARIES,
         jobs=JOBS,
     output:
         report(f"{R}/report.html", caption="../report/report.rst", category="Report"),

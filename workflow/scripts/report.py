@@ -9,4 +9,4 @@ with logged(snakemake.log[0], snakemake.output):
     names = [Path(p).stem for p in snakemake.input.summary]
     manifests = [f"{study.run_dir(k)}/run.json" for k in study.trained]
     report.write(snakemake.config, dict(zip(names, snakemake.input.summary)), snakemake.input.figures,
-                 manifests, snakemake.output[0])
+                 manifests, snakemake.output[0], snakemake.input.analyses)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import registry, spec as spec_mod
+from .. import analyses, registry, spec as spec_mod
 from ..spec import SpecError
 
 RESULTS = "results"
@@ -146,6 +146,8 @@ class Study:
             if "transfer_from" in exp and exp["transfer_from"] not in exps:
                 raise SpecError(f"study.experiments.{name}.transfer_from: unknown experiment "
                                 f"{exp['transfer_from']!r}; experiments: {', '.join(exps)}")
+            for analysis, params in exp["analyses"].items():
+                analyses.check(analysis, params, f"study.experiments.{name}.analyses")
             for sel in needs([exp["set"], exp["grid"], exp.get("random", {})]):
                 if sel not in c["selections"]:
                     raise SpecError(f"study.experiments.{name}: unknown selection {sel!r}; "
@@ -392,6 +394,23 @@ class Study:
         rows = [self.trained[k] for k in self.jobs[job]]
         return (f"{rows[0].experiment}/{rows[0].variant}, seeds {', '.join(str(r.seed) for r in rows)}: "
                 f"runs {', '.join(self.jobs[job])}")
+
+    def analyses(self) -> dict[str, list[str]]:
+        """Analysis name -> the experiments that switch it on."""
+        out: dict[str, list[str]] = {}
+        for exp, c in self.config["experiments"].items():
+            for name in c["analyses"]:
+                out.setdefault(name, []).append(exp)
+        return out
+
+    def analysis_path(self, name: str, experiment: str) -> str:
+        return f"{self.root}/analyses/{name}/{experiment}.parquet"
+
+    def analysis_keys(self, experiment: str) -> list[str]:
+        """The runs an experiment's analyses read: its own and every run a row may borrow."""
+        keys = [r.key for r in self.rows_of(experiment) if r.key]
+        keys += [k for r in self.rows_of(experiment) for k in r.borrow.values()]
+        return list(dict.fromkeys(keys))
 
     def selection_path(self, name: str) -> str:
         return f"{self.root}/selections/{name}.json"
