@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 from nnstudy import analyses, training
-from nnstudy.analyses.builtin import confusion_counts, summarise_confusion
+from nnstudy.analyses.builtin import confusion_counts, parameter_counts as summary_counts, summarise_confusion
 from nnstudy.spec import SpecError
 
 
@@ -56,11 +56,13 @@ def test_nnstudy_analyse_writes_the_test_confusion_of_each_run(tmp_path):
     dirs = [tmp_path / f"s{seed}" for seed in (0, 1)]
     for seed, d in enumerate(dirs):
         training.run({**spec, "seed": seed}, d)
-    out = tmp_path / "confusion.parquet"
-    done = subprocess.run([sys.executable, "-m", "nnstudy", "analyse", "confusion", "--weights", "best", "--out", str(out),
-                           "--device", "cpu", "--runs", *map(str, dirs)], cwd=ROOT, capture_output=True, text=True)
+    out = tmp_path / "analyses"
+    done = subprocess.run([sys.executable, "-m", "nnstudy", "analyse", "--analyses-json", '{"confusion": {}}',
+                           "--weights", "best", "--out", str(out), "--device", "cpu", "--runs", *map(str, dirs)],
+                          cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    table = pd.read_parquet(out)
+    assert [p.name for p in out.iterdir()] == ["confusion.parquet"]
+    table = pd.read_parquet(out / "confusion.parquet")
     assert list(table.columns) == ["key", "true", "pred", "count"] and len(table) == 8
     for d in dirs:
         run = nnstudy.load_run(d)
@@ -68,7 +70,69 @@ def test_nnstudy_analyse_writes_the_test_confusion_of_each_run(tmp_path):
         pred = run.predict(run.model(x))
         expected = confusion_counts(y.numpy(), pred.numpy(), 2)["count"].tolist()
         assert table[table["key"] == d.name]["count"].tolist() == expected and sum(expected) == 4
-    bad = subprocess.run([sys.executable, "-m", "nnstudy", "analyse", "confusion", "--params-json", json.dumps({"k": 1}),
+    bad = subprocess.run([sys.executable, "-m", "nnstudy", "analyse", "--analyses-json", json.dumps({"confusion": {"k": 1}}),
                           "--out", str(out), "--runs", str(dirs[0])], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.strip() == ("nnstudy: error: --params-json: unknown key 'k'; "
+    assert bad.returncode == 2 and bad.stderr.strip() == ("nnstudy: error: --analyses-json.confusion: unknown key 'k'; "
                                                            "confusion takes no parameters")
+
+
+def _xor_runs(tmp_path, seeds=(0, 1), **train):
+    spec = {"data": {"name": "xor", "samples": 4, "val_fraction": 0.0}, "loss": "binary_cross_entropy",
+            "model": {"hidden": [4], "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.1},
+            "train": {"epochs": 300, "batch_size": 4, "eval_every": 100, "gradients": False, **train}}
+    dirs = [tmp_path / f"s{seed}" for seed in seeds]
+    for seed, d in zip(seeds, dirs):
+        training.run({**spec, "seed": seed}, d)
+    return dirs
+
+
+def _summarised(name, dirs, tmp_path, params=None):
+    """An analysis computed for runs (one variant, a seed each) and summarised."""
+    analyses.compute({name: params or {}}, dirs, "final", tmp_path / "e", device="cpu")
+    labelled = pd.DataFrame({"experiment": "e", "variant": "v", "seed": range(len(dirs)), "key": [d.name for d in dirs]})
+    return analyses.summarise(name, labelled, [tmp_path / "e" / f"{name}.parquet"], 0.95)
+
+
+def test_parameter_counts_by_hand():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    model[0].weight.requires_grad_(False)
+    counts = summary_counts(model)
+    assert counts.values.tolist() == [["0", "Linear", 12, 4], ["2", "Linear", 5, 5], ["total", "", 17, 9]]
+
+
+def test_a_boundary_that_separates_the_four_xor_corners(tmp_path):
+    tables = _summarised("boundary", _xor_runs(tmp_path), tmp_path, {"grid": 41})
+    regions = tables["regions"]
+    assert len(regions) == 41 * 41 and (regions["n_seeds"] == 2).all()
+    for (a, b), label in {(0, 0): 0, (1, 1): 0, (0, 1): 1, (1, 0): 1}.items():
+        near = regions.loc[((regions["x1"] - a) ** 2 + (regions["x2"] - b) ** 2).idxmin()]
+        assert near["label"] == label and near["agreement"] == 1.0
+    assert sorted(tables["points"][["x1", "x2", "label"]].values.tolist()) == [[0, 0, 0], [0, 1, 1], [1, 0, 1], [1, 1, 0]]
+
+
+def test_cost_table_columns_and_units(tmp_path):
+    dirs = _xor_runs(tmp_path, epochs=3, eval_every=1)
+    tables = _summarised("cost", dirs, tmp_path)
+    assert tables["epochs"]["epoch"].tolist() == [1, 2, 3] and (tables["epochs"]["n_seeds"] == 2).all()
+    cost = tables["cost"].set_index("what")
+    assert cost["unit"].to_dict() == {"median epoch time": "s", "run time": "s", "final test accuracy": "fraction"}
+    seconds = [json.loads((d / "run.json").read_text())["train_seconds"] for d in dirs]
+    assert math.isclose(cost.loc["run time", "mean"], sum(seconds) / 2)
+    shown = analyses.entry("cost").extra["report"](tables)["test accuracy beside training time (mean [95% CI])"]
+    assert list(shown.columns) == ["variant", "n", "median epoch time (s)", "run time (s)", "final test accuracy (%)"]
+
+
+def test_gradient_trace_shows_vanishing_gradients_of_a_deep_sigmoid_mlp(tmp_path):
+    """Six hidden layers of 32: with sigmoid the first layer's mean |gradient| is millions of
+    times below the last's; with ReLU about ten times."""
+    ratio = {}
+    for act in ("sigmoid", "relu"):
+        run = tmp_path / act
+        training.run({"seed": 0, "data": {"name": "xor", "samples": 256, "noise": 0.1},
+                      "model": {"hidden": [32] * 6, "activation": act}, "train": {"epochs": 1, "batch_size": 32}}, run)
+        trace = _summarised("gradient_trace", [run], tmp_path)["trace"].sort_values("layer_index")
+        assert trace["layer_index"].tolist() == list(range(7))
+        ratio[act] = trace["mean"].iloc[0] / trace["mean"].iloc[-1]
+    assert ratio["sigmoid"] < 1e-4 and ratio["relu"] > 1e-2

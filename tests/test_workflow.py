@@ -75,13 +75,13 @@ def test_demo_study_end_to_end(demo):
     assert "Findings" in page and "cannot support" in page
     assert page.count("data:image/png;base64") == len(names) + len(experiments)  # + a confusion figure each
     # Per experiment: its seed-averaged confusion matrices and per-class accuracy with intervals.
-    per_class = pd.read_parquet(res / "analyses" / "confusion" / "summary" / "per_class.parquet")
+    per_class = pd.read_parquet(res / "summary" / "analyses" / "confusion" / "per_class.parquet")
     assert set(per_class["experiment"]) == set(experiments) and (per_class["n_seeds"] == 5).all()
     assert len(per_class) == 16 * 10  # every variant, every class
     for exp in experiments:
         section = page[page.index(f"<h3>{exp}: confusion</h3>"):]
         assert "per-class test accuracy" in section[:20000] and "most confused pairs" in section[:40000]
-    counts = pd.read_parquet(res / "analyses" / "confusion" / "lr.parquet").groupby("key")["count"].sum()
+    counts = pd.read_parquet(res / "analyses" / "lr" / "confusion.parquet").groupby("key")["count"].sum()
     assert len(counts) == 25 and (counts == 500).all()  # each lr run's 500 test images
     # One read_parquet call gives the whole study, labelled.
     runs = pd.read_parquet(res / "runs")

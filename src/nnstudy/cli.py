@@ -70,12 +70,15 @@ def _analyse(args) -> None:
     from . import analyses, gpu
 
     try:
-        params = json.loads(args.params_json)
+        wanted = json.loads(args.analyses_json)
     except ValueError as e:
-        raise SpecError(f"--params-json: not JSON ({e})") from None
-    analyses.check(args.name, params, "nnstudy analyse NAME", "--params-json")
+        raise SpecError(f"--analyses-json: not JSON ({e})") from None
+    if not isinstance(wanted, dict) or not wanted:
+        raise SpecError('--analyses-json: a mapping of analysis name -> parameters, e.g. {"confusion": {}}')
+    for name, params in wanted.items():
+        analyses.check(name, params, "--analyses-json")
     slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
-    analyses.compute(args.name, params, args.runs, args.weights, args.out, args.device)
+    analyses.compute(wanted, args.runs, args.weights, args.out, args.device)
 
 
 def _list(args) -> None:
@@ -139,12 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("analyse", help="compute a per-run analysis of finished runs into one Parquet file")
-    p.add_argument("name", help="a registered analysis (nnstudy list)")
+    p = sub.add_parser("analyse", help="compute per-run analyses of finished runs (one Parquet file each)")
+    p.add_argument("--analyses-json", required=True, help='analysis name -> parameters, e.g. {"confusion": {}}')
     p.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (each with run.json)")
-    p.add_argument("--params-json", default="{}", help="the analysis's parameters as JSON (default: {})")
     p.add_argument("--weights", choices=["final", "best"], default="final", help="final or best-validation weights")
-    p.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    p.add_argument("--out", type=Path, required=True, help="the folder to write, one <analysis>.parquet each")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.set_defaults(func=_analyse)
 

@@ -80,7 +80,7 @@ def analyses_html(config: dict, folders: list[Path]) -> str:
     parts = []
     for exp, c in config["experiments"].items():
         for name in c.get("analyses", {}):
-            folder = next(Path(f) for f in folders if Path(f).parent.name == name)
+            folder = next(Path(f) for f in folders if Path(f).name == name)
             tables = {t: df[df["experiment"] == exp] for t, df in analyses.read_summary(name, folder).items()}
             parts.append(f"<h3>{html.escape(exp)}: {html.escape(name)}</h3>" + _img(folder / f"{exp}.png"))
             for title, df in analyses.entry(name).extra["report"](tables).items():

@@ -38,6 +38,7 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     verify(path, "load_run")
     loaded.model.load_state_dict(torch.load(path, map_location=dev, weights_only=True))
     loaded.model.eval()
+    loaded.dir = run_dir
     return loaded
 
 

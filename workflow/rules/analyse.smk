@@ -1,14 +1,15 @@
-# Per-run analyses (an experiment's `analyses:` in the study file): one job per analysis and
-# experiment computes it for every run the experiment reads (load_run, `analysis_weights`); one
-# job per analysis averages it over seeds per variant (its declared tables) and draws one figure
-# per experiment, into results/<study>/analyses/<analysis>/summary/.
+# Per-run analyses (an experiment's `analyses:` in the study file): one job per experiment
+# computes all of them for every run the experiment reads (each run loaded once, with the study's
+# `analysis_weights`) into results/<study>/analyses/<experiment>/<analysis>.parquet; one job per
+# analysis averages it over seeds per variant (its declared tables) and draws one figure per
+# experiment into results/<study>/summary/analyses/<analysis>/.
 rule analyse:
     input:
         analysis_inputs,
     output:
-        f"{R}/analyses/{{analysis}}/{{experiment}}.parquet",
+        directory(f"{R}/analyses/{{experiment}}"),
     log:
-        f"logs/{STUDY.name}/analyse/{{analysis}}-{{experiment}}.log",
+        f"logs/{STUDY.name}/analyse/{{experiment}}.log",
     conda:
         "../../environment.yml"
     threads: 1
@@ -16,22 +17,25 @@ rule analyse:
         gpu=1,
     params:
         runs=lambda w: [STUDY.run_dir(k) for k in STUDY.analysis_keys(w.experiment)],
-        params=lambda w: json.dumps(
-            config["experiments"][w.experiment]["analyses"][w.analysis] or {}
+        analyses=lambda w: json.dumps(
+            {
+                n: p or {}
+                for n, p in config["experiments"][w.experiment]["analyses"].items()
+            }
         ),
     message:
-        "analyse {wildcards.analysis}: {wildcards.experiment}"
+        "analyse {wildcards.experiment}: {params.analyses}"
     shell:
-        "python -m nnstudy analyse {wildcards.analysis:q} --params-json {params.params:q}"
-        " --weights {config[analysis_weights]:q} --out {output:q} --runs {params.runs:q} >> {log:q} 2>&1"
+        "python -m nnstudy analyse --analyses-json {params.analyses:q} --weights {config[analysis_weights]:q}"
+        " --out {output:q} --runs {params.runs:q} >> {log:q} 2>&1"
 
 
 rule analysis_summary:
     input:
-        files=lambda w: ANALYSES[w.analysis],
+        experiments=lambda w: [STUDY.analyses_dir(e) for e in ANALYSES[w.analysis]],
         selections=SELECTIONS,
     output:
-        directory(f"{R}/analyses/{{analysis}}/summary"),
+        directory(f"{R}/summary/analyses/{{analysis}}"),
     log:
         f"logs/{STUDY.name}/analysis_summary/{{analysis}}.log",
     conda:

@@ -47,12 +47,9 @@ SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLE
 # One file per training job, written once every run in it has finished: the summary steps'
 # inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.
 JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
-# Per-run analyses: analysis -> its per-experiment files; each analysis's summary folder.
-ANALYSES = {
-    name: [STUDY.analysis_path(name, e) for e in exps]
-    for name, exps in STUDY.analyses().items()
-}
-ANALYSIS_SUMMARIES = [f"{R}/analyses/{name}/summary" for name in ANALYSES]
+# Per-run analyses: analysis -> the experiments that switch it on; each analysis's summary folder.
+ANALYSES = STUDY.analyses()
+ANALYSIS_SUMMARIES = [STUDY.analysis_summary(name) for name in ANALYSES]
 
 
 wildcard_constraints:

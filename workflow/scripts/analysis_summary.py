@@ -7,5 +7,6 @@ with logged(snakemake.log[0], snakemake.output):
 
     study = Study(snakemake.config)
     table = labelled(study, load_selections(snakemake.input.selections))
-    analyses.write_summary(snakemake.wildcards.analysis, table, snakemake.input.files,
-                           snakemake.config["ci_level"], snakemake.output[0])
+    name = snakemake.wildcards.analysis
+    files = [f"{folder}/{name}.parquet" for folder in snakemake.input.experiments]
+    analyses.write_summary(name, table, files, snakemake.config["ci_level"], snakemake.output[0])

@@ -2,9 +2,10 @@
 
 An analysis is registered like a model (`nnstudy.register_analysis(name, schema=..., tables=...,
 summarise=..., draw=...)` on a function `(run, **params) -> DataFrame`) and switched on per
-experiment in the study file (`analyses: {confusion: {}}`). The workflow computes it for every
-run of the experiment from `load_run` (final or best weights: the study's `analysis_weights`),
-one Parquet file per experiment with `schema`'s columns and the run's `key`; `summarise` turns
+experiment in the study file (`analyses: {confusion: {}}`). One workflow job per experiment
+computes its analyses for every run it reads from `load_run` (final or best weights: the study's
+`analysis_weights`), into analyses/<experiment>/<name>.parquet with `schema`'s columns and the
+run's `key`; one job per analysis (summary/analyses/<name>/) runs `summarise`, which turns
 the runs' rows, labelled with experiment, variant and seed, into the declared `tables` (per
 variant, over seeds); `draw(ax, tables, variant)` draws one variant on an Axes and returns it.
 """
@@ -44,17 +45,30 @@ def run_schema(name: str) -> pa.Schema:
     return pa.schema([KEY, *entry(name).extra["schema"]])
 
 
-def compute(name: str, params: dict, run_dirs: list[Path], weights: str, out: Path, device=None) -> None:
-    """The analysis of every run in `run_dirs`, written to `out` as one Parquet file."""
+def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Path, device=None) -> None:
+    """Each analysis of `wanted` (name -> parameters) for every run in `run_dirs` (each loaded
+    once), written to the folder `out` as <name>.parquet; built beside it, then renamed."""
+    import shutil
+    import tempfile
+
     from ..runs import load_run
 
-    e = entry(name)
-    frames = []
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in wanted}
     for run_dir in map(Path, run_dirs):
         run = load_run(run_dir, weights=weights if weights == "final" or _has_best(run_dir) else "final",
                        device=device)
-        frames.append(e.factory(run, **(params or {})).assign(key=run_dir.name))
-    schemas.write(pd.concat(frames, ignore_index=True), run_schema(name), out)
+        for name, params in wanted.items():
+            frames[name].append(entry(name).factory(run, **(params or {})).assign(key=run_dir.name))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, parts in frames.items():
+            schemas.write(pd.concat(parts, ignore_index=True), run_schema(name), tmp / f"{name}.parquet")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _has_best(run_dir: Path) -> bool:
@@ -62,8 +76,9 @@ def _has_best(run_dir: Path) -> bool:
     return "best.pt" in json.loads((run_dir / "run.json").read_text()).get("files", {})
 
 
-def table_names(name: str) -> list[str]:
-    return list(entry(name).extra["tables"])
+def _experiment(path) -> str:
+    """The experiment of an analysis file, analyses/<experiment>/<name>.parquet."""
+    return Path(path).parent.name
 
 
 def summarise(name: str, labelled: pd.DataFrame, files: list[Path], level: float) -> dict[str, pd.DataFrame]:
@@ -72,7 +87,7 @@ def summarise(name: str, labelled: pd.DataFrame, files: list[Path], level: float
     under each."""
     e = entry(name)
     labels = labelled[["experiment", "variant", "seed", "key"]]
-    rows = pd.concat([labels[labels["experiment"] == Path(f).stem].merge(schemas.read(Path(f), run_schema(name)), on="key")
+    rows = pd.concat([labels[labels["experiment"] == _experiment(f)].merge(schemas.read(Path(f), run_schema(name)), on="key")
                       for f in files], ignore_index=True).drop(columns="key")
     tables = e.extra["summarise"](rows, level)
     missing = set(e.extra["tables"]) ^ set(tables)
@@ -95,7 +110,7 @@ def write_summary(name: str, labelled: pd.DataFrame, files: list[Path], level: f
         for table, df in tables.items():
             schemas.write(df, entry(name).extra["tables"][table], tmp / f"{table}.parquet")
         for f in files:
-            figure(name, tables, Path(f).stem, tmp / f"{Path(f).stem}.png")
+            figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     finally:

@@ -403,8 +403,13 @@ class Study:
                 out.setdefault(name, []).append(exp)
         return out
 
-    def analysis_path(self, name: str, experiment: str) -> str:
-        return f"{self.root}/analyses/{name}/{experiment}.parquet"
+    def analyses_dir(self, experiment: str) -> str:
+        """The folder of an experiment's per-run analyses, one <analysis>.parquet each."""
+        return f"{self.root}/analyses/{experiment}"
+
+    def analysis_summary(self, name: str) -> str:
+        """The folder of an analysis's summary tables and figures."""
+        return f"{self.root}/summary/analyses/{name}"
 
     def analysis_keys(self, experiment: str) -> list[str]:
         """The runs an experiment's analyses read: its own and every run a row may borrow."""

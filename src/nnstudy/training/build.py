@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ class Built:
     loss: registry.Entry
     frozen: set[str]
     channels_last: bool
+    dir: Path | None = None  # the run's folder, for a run loaded back (load_run)
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss.factory(logits, y)
