@@ -136,3 +136,63 @@ def test_gradient_trace_shows_vanishing_gradients_of_a_deep_sigmoid_mlp(tmp_path
         assert trace["layer_index"].tolist() == list(range(7))
         ratio[act] = trace["mean"].iloc[0] / trace["mean"].iloc[-1]
     assert ratio["sigmoid"] < 1e-4 and ratio["relu"] > 1e-2
+
+
+def test_filter_grid_shape_and_each_tile_normalised_on_its_own(tmp_path):
+    from nnstudy.analyses.builtin import filter_mosaic
+
+    spec = {"seed": 0, "data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10")},
+            "model": {"name": "convnet", "conv": [{"channels": 8}], "hidden": [16]}, "train": {"epochs": 1}}
+    training.run(spec, tmp_path / "r")
+    tiles = _summarised("filters", [tmp_path / "r"], tmp_path)["tiles"]
+    f, maps = tiles[tiles["kind"] == "filter"], tiles[tiles["kind"] == "activation"]
+    assert len(f) == 8 * 3 * 3 * 3 and len(maps) == 3 * 8 * 32 * 32  # 8 filters 3x3 on RGB; 3 images' 32x32 maps
+    for part in (f.groupby("filter")["value"], maps.groupby(["image", "filter"])["value"]):
+        assert np.allclose(part.min(), 0) and np.allclose(part.max(), 1)
+    # one row of 8 RGB filters (3 px + 1 apart), then a row of 8 maps (32 px) per image, 1 px apart
+    assert filter_mosaic(tiles).shape == (3 + 1 + 3 * (32 + 1), 8 * 33, 3)
+
+
+def test_predictions_count_the_seeds_right_on_each_fixed_image_and_keep_its_pixels(tmp_path):
+    dirs = _xor_runs(tmp_path)
+    tables = _summarised("predictions", dirs, tmp_path, {"fixed": 4})
+    fixed = tables["fixed"]
+    assert fixed["index"].tolist() == [0, 1, 2, 3] and (fixed["n_seeds"] == 2).all()
+    assert (fixed["correct"] == 2).all() and (fixed["pred"] == fixed["true"]).all()  # both seeds solve XOR
+    assert (fixed["channels"] == 0).all() and tables["wrong"].empty  # points, not images; nothing misclassified
+
+    spec = {"seed": 0, "data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10")},
+            "model": {"name": "convnet", "hidden": [8]}, "train": {"epochs": 1}}
+    training.run(spec, tmp_path / "img")
+    tables = _summarised("predictions", [tmp_path / "img"], tmp_path, {"fixed": 3, "wrong": 5})
+    import nnstudy
+    from PIL import Image
+
+    first = tables["fixed"].iloc[0]
+    assert tables["fixed"]["index"].tolist() == [0, 250, 499]  # evenly spaced through the 500 test images
+    run = nnstudy.load_run(tmp_path / "img")
+    folder = sorted((ROOT / "data" / "demo-cifar10" / "test").iterdir())[int(run.data.test_y[0])]
+    shown = np.frombuffer(first["pixels"], np.uint8).reshape(3, 32, 32).transpose(1, 2, 0)
+    assert np.array_equal(shown, np.asarray(Image.open(sorted(folder.iterdir())[0]).convert("RGB")))
+    wrong = tables["wrong"]
+    assert len(wrong) == 5 and (wrong["true"] != wrong["pred"]).all() and wrong["index"].is_monotonic_increasing
+
+
+def test_tsne_shape_and_the_same_embedding_for_a_fixed_seed(tmp_path):
+    spec = {"seed": 0, "data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10")},
+            "model": {"name": "convnet", "conv": [{"channels": 4}], "hidden": [16]}, "train": {"epochs": 1}}
+    training.run(spec, tmp_path / "r")
+    a = analyses.entry("tsne").factory(nnstudy_load(tmp_path / "r"), samples=100)
+    b = analyses.entry("tsne").factory(nnstudy_load(tmp_path / "r"), samples=100)
+    assert a.shape == (100, 4) and a["label"].value_counts().tolist() == [10] * 10  # stratified
+    assert a.equals(b)  # bit-identical
+    named = analyses.entry("tsne").factory(nnstudy_load(tmp_path / "r"), layer="classifier.fc1", samples=100)
+    assert len(named) == 100 and not named[["x", "y"]].equals(a[["x", "y"]])
+    with pytest.raises(ValueError, match="layer 'fc9' is not a module of the model; modules: features, "):
+        analyses.entry("tsne").factory(nnstudy_load(tmp_path / "r"), layer="fc9")
+
+
+def nnstudy_load(run_dir):
+    import nnstudy
+
+    return nnstudy.load_run(run_dir)

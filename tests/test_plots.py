@@ -4,6 +4,7 @@ import pandas as pd
 from PIL import Image
 
 from nnstudy import plots, stats
+from nnstudy.study.plan import variant_label
 
 
 def final_table(variants: int) -> pd.DataFrame:
@@ -68,3 +69,30 @@ def test_a_study_without_validation_split_shows_test_curves_labelled_as_test():
     plots.curve_panel(ax, with_val, "e", "accuracy")  # test is never drawn beside val
     assert sorted(line.get_label() for line in ax.lines) == ["v (train)", "v (val)"] and "dashed: val" in ax.get_title()
     plt.close(fig)
+
+
+def test_a_two_key_grid_draws_a_heatmap_and_one_numeric_key_a_line(tmp_path):
+    """A 20 x 20 grid (400 variants) is one heatmap of the page's width, every cell in place; a
+    one-key LR sweep is accuracy against the LR on a log axis."""
+    import matplotlib.pyplot as plt
+
+    lrs, drops = [10.0 ** (-k / 4) for k in range(20)], [i / 20 for i in range(20)]
+    exp = {"grid": {"optim.lr": lrs, "model.dropout": drops}}
+    final = final_table(400)
+    final["variant"] = [variant_label({"optim.lr": a, "model.dropout": b}) for a in lrs for b in drops]
+    assert plots.grid_shape(exp) == "heatmap" and "final_lr.png" in plots.figure_names({"lr": exp})
+    shown = []
+    real = plt.Axes.imshow
+    try:
+        plt.Axes.imshow = lambda ax, data, **kw: shown.append(np.asarray(data)) or real(ax, data, **kw)
+        plots.figure_grid(final, "lr", exp, tmp_path / "heat.png")
+    finally:
+        plt.Axes.imshow = real
+    assert shown[0].shape == (20, 20) and np.allclose(shown[0].ravel(), 100 * final["mean"].to_numpy())
+    assert Image.open(tmp_path / "heat.png").size[0] < 1400
+    one = {"grid": {"optim.lr": [0.001, 0.01, 0.1]}}
+    line = final_table(3).assign(variant=[variant_label({"optim.lr": v}) for v in (0.001, 0.01, 0.1)])
+    assert plots.grid_shape(one) == "line"
+    plots.figure_grid(line, "lr", one, tmp_path / "line.png")
+    assert Image.open(tmp_path / "line.png").size[0] < 1000
+    assert plots.grid_shape({"grid": {"model.batchnorm": [False, True]}}) is None  # two categories: the shared figure

@@ -73,7 +73,9 @@ def test_demo_study_end_to_end(demo):
     page = (res / "report.html").read_text()
     experiments = demo["config"].config["experiments"]
     assert "Findings" in page and "cannot support" in page
-    assert page.count("data:image/png;base64") == len(names) + len(experiments)  # + a confusion figure each
+    assert {"final_lr.png", "final_dropout.png"} <= set(names)  # one-key sweeps: accuracy against the value
+    analysed = sum(len(x["analyses"]) for x in experiments.values())  # a figure per experiment and analysis
+    assert page.count("data:image/png;base64") == len(names) + analysed
     # Per experiment: its seed-averaged confusion matrices and per-class accuracy with intervals.
     per_class = pd.read_parquet(res / "summary" / "analyses" / "confusion" / "per_class.parquet")
     assert set(per_class["experiment"]) == set(experiments) and (per_class["n_seeds"] == 5).all()

@@ -203,23 +203,86 @@ def _transfer(experiments: dict) -> dict[str, str]:
     return {e: x["transfer_from"] for e, x in experiments.items() if "transfer_from" in x}
 
 
+def grid_shape(experiment: dict) -> str | None:
+    """How an experiment's final test accuracy is drawn on its own: "line" for one numeric grid
+    key with at least 3 values (metric against the value), "heatmap" for a product of two grid
+    keys; None otherwise (its variants appear in the study's final-metric figure only)."""
+    grid = experiment.get("grid", {})
+    if "random" in experiment or any(isinstance(v, dict) for vs in grid.values() for v in vs):
+        return None
+    if len(grid) == 1:
+        (values,) = grid.values()
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        return "line" if numeric and len(values) >= 3 else None
+    return "heatmap" if len(grid) == 2 and experiment.get("mode", "product") == "product" else None
+
+
 def figure_names(experiments: dict) -> list[str]:
     """The figure files of a study with these experiments (the study file's mapping)."""
     names = [f"curves_{e}.png" for e in experiments] + ["final_test_accuracy.png", "final_gap.png"]
+    names += [f"final_{e}.png" for e, x in experiments.items() if grid_shape(x)]
     if _transfer(experiments):
         names.append("transfer_vs_joint.png")
     return names + [f"gradient_flow_{e}.png" for e in experiments]
+
+
+def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) -> None:
+    """An experiment's final test accuracy in the shape of its grid (see grid_shape)."""
+    from .study.plan import fmt, variant_label
+
+    d = final[(final["experiment"] == name) & (final["metric"] == "accuracy") & (final["split"] == "test")]
+    by_label = {v: r for v, r in d.set_index("variant").iterrows()}
+    keys = list(experiment["grid"])
+    level = int(round(100 * d["ci_level"].iloc[0])) if len(d) else 95
+    if grid_shape(experiment) == "line":
+        values = experiment["grid"][keys[0]]
+        rows = [by_label.get(variant_label({keys[0]: v})) for v in values]
+        pts = [(v, r) for v, r in zip(values, rows) if r is not None]
+        fig, ax = plt.subplots(figsize=(6, 4.2))
+        x = [v for v, _ in pts]
+        mean = [100 * r["mean"] for _, r in pts]
+        err = [[100 * (r["mean"] - r["ci_low"]) if pd.notna(r["ci_low"]) else 0 for _, r in pts],
+               [100 * (r["ci_high"] - r["mean"]) if pd.notna(r["ci_high"]) else 0 for _, r in pts]]
+        ax.errorbar(x, mean, yerr=err, fmt="o-", capsize=4)
+        if x and min(x) > 0 and max(x) / min(x) >= 100:
+            ax.set_xscale("log")
+        ax.set(xlabel=keys[0], ylabel="test accuracy (%)")
+        ax.set_title(f"{name}: final test accuracy against {keys[0]}\n({_n(d) if len(d) else 'n = 0'}; "
+                     f"bar: {level}% t-interval of the mean)", fontsize=9)
+        _save(fig, path)
+        return
+    rows_v, cols_v = experiment["grid"][keys[0]], experiment["grid"][keys[1]]
+    grid = [[by_label.get(variant_label({keys[0]: a, keys[1]: b})) for b in cols_v] for a in rows_v]
+    means = [[100 * r["mean"] if r is not None else float("nan") for r in row] for row in grid]
+    fig, ax = plt.subplots(figsize=(min(10, 2.5 + 0.7 * len(cols_v)), min(8, 2 + 0.5 * len(rows_v))))
+    image = ax.imshow(means, cmap="viridis", aspect="auto")
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    if len(rows_v) * len(cols_v) <= 100:
+        for (i, j), r in ((ij, grid[ij[0]][ij[1]]) for ij in ((i, j) for i in range(len(rows_v)) for j in range(len(cols_v)))):
+            if r is not None:
+                half = 100 * (r["ci_high"] - r["mean"]) if pd.notna(r["ci_high"]) else float("nan")
+                ax.text(j, i, f"{100 * r['mean']:.1f}\n±{half:.1f}", ha="center", va="center", fontsize=6, color="white")
+    step = lambda n: max(1, n // 20)  # noqa: E731 (at most ~20 tick labels per axis)
+    ax.set_yticks(range(0, len(rows_v), step(len(rows_v))), [fmt(v) for v in rows_v][::step(len(rows_v))], fontsize=7)
+    ax.set_xticks(range(0, len(cols_v), step(len(cols_v))), [fmt(v) for v in cols_v][::step(len(cols_v))], fontsize=7,
+                  rotation=45)
+    ax.set(ylabel=keys[0], xlabel=keys[1])
+    ax.set_title(f"{name}: final test accuracy (%), mean ± half the {level}% t-interval\n"
+                 f"({_n(d) if len(d) else 'n = 0'})", fontsize=9)
+    _save(fig, path)
 
 
 def draw_all(summary: dict, experiments: dict, out_dir: Path) -> None:
     """Every figure of figure_names(experiments) from the summary tables (name -> DataFrame)."""
     out_dir = Path(out_dir)
     transfer = _transfer(experiments)
-    experiments = list(experiments)
-    for e in experiments:
+    for e, x in experiments.items():
         figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png")
         figure_gradients(summary["gradient_flow"], e, out_dir / f"gradient_flow_{e}.png")
-    figure_final(summary["final"], "accuracy", "test", out_dir / "final_test_accuracy.png", experiments)
-    figure_final(summary["final"], "gap_accuracy", "train-val", out_dir / "final_gap.png", experiments)
+        if grid_shape(x):
+            figure_grid(summary["final"], e, x, out_dir / f"final_{e}.png")
+    names = list(experiments)
+    figure_final(summary["final"], "accuracy", "test", out_dir / "final_test_accuracy.png", names)
+    figure_final(summary["final"], "gap_accuracy", "train-val", out_dir / "final_gap.png", names)
     if transfer:
         figure_transfer(summary["final"], transfer, out_dir / "transfer_vs_joint.png")

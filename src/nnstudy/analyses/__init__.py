@@ -58,7 +58,10 @@ def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Pa
         run = load_run(run_dir, weights=weights if weights == "final" or _has_best(run_dir) else "final",
                        device=device)
         for name, params in wanted.items():
-            frames[name].append(entry(name).factory(run, **(params or {})).assign(key=run_dir.name))
+            try:
+                frames[name].append(entry(name).factory(run, **(params or {})).assign(key=run_dir.name))
+            except ValueError as e:  # what an analysis says of its input (e.g. a layer that does not exist)
+                raise SpecError(f"analysis {name!r} of run {run_dir}: {e}") from None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -110,7 +113,7 @@ def write_summary(name: str, labelled: pd.DataFrame, files: list[Path], level: f
         for table, df in tables.items():
             schemas.write(df, entry(name).extra["tables"][table], tmp / f"{table}.parquet")
         for f in files:
-            figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png")
+            figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png", entry(name).extra.get("columns", 4))
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     finally:

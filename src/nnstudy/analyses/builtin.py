@@ -327,3 +327,284 @@ def boundary(run, grid: int = 100):
                          "x1": torch.cat([points[:, 0].cpu(), x[:, 0].cpu()]).double().numpy(),
                          "x2": torch.cat([points[:, 1].cpu(), x[:, 1].cpu()]).double().numpy(),
                          "label": torch.cat([pred, y]).int().numpy()})
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+FILTERS_RUN = pa.schema([("kind", s), ("image", i32), ("filter", i32), ("channel", i32), ("row", i32), ("col", i32),
+                         ("value", f64)])
+TILES = pa.schema([*LABELS, ("kind", s), ("image", i32), ("filter", i32), ("channel", i32), ("row", i32),
+                   ("col", i32), ("value", f64)])
+
+
+def _normalised(t):
+    """Each tile (first dimension) scaled to [0, 1] on its own; a constant tile is 0.5."""
+    flat = t.reshape(len(t), -1)
+    lo, hi = flat.min(1, keepdims=True), flat.max(1, keepdims=True)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return ((flat - lo) / span + np.where(hi > lo, 0.0, 0.5)).reshape(t.shape)
+
+
+def _tiles(kind: str, values: np.ndarray, image: int = -1) -> pd.DataFrame:
+    """Rows of (filter, channel, row, col, value) for an array (filters, channels, rows, cols)."""
+    f, c, h, w = np.indices(values.shape).reshape(4, -1)
+    return pd.DataFrame({"kind": kind, "image": image, "filter": f, "channel": c, "row": h, "col": w,
+                         "value": values.reshape(-1).astype(float)})
+
+
+def filter_mosaic(tiles: pd.DataFrame, per_row: int = 8) -> np.ndarray:
+    """One image of the filters (RGB where they have 3 input channels, else the first channel),
+    then one row per test image of its activation maps, `per_row` tiles a row, 1 px apart."""
+    rows = []
+    for _, part in tiles.groupby(["kind", "image"], sort=False):
+        shape = (part["filter"].max() + 1, part["channel"].max() + 1, part["row"].max() + 1, part["col"].max() + 1)
+        arr = np.zeros(shape)
+        arr[part["filter"], part["channel"], part["row"], part["col"]] = part["value"]
+        arr = arr[:per_row]
+        tile = arr.transpose(0, 2, 3, 1) if shape[1] == 3 else np.repeat(arr[:, :1].transpose(0, 2, 3, 1), 3, axis=3)
+        h, w = tile.shape[1:3]
+        strip = np.ones((h, per_row * (w + 1), 3))
+        for i, t in enumerate(tile):
+            strip[:, i * (w + 1):i * (w + 1) + w] = t
+        rows.append(strip)
+    width = max(strip.shape[1] for strip in rows)
+    padded = [np.pad(strip, ((0, 1), (0, width - strip.shape[1]), (0, 0)), constant_values=1) for strip in rows]
+    return np.concatenate(padded)
+
+
+def summarise_filters(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
+    """Filters differ from seed to seed (nothing to average): each variant's first seed."""
+    first = rows[rows["seed"] == rows.groupby(["experiment", "variant"])["seed"].transform("min")]
+    return {"tiles": first.drop(columns="seed").reset_index(drop=True)}
+
+
+def draw_filters(ax, tables: dict[str, pd.DataFrame], variant: str):
+    ax.imshow(filter_mosaic(tables["tiles"]), interpolation="nearest")
+    ax.set_axis_off()
+    images = tables["tiles"].loc[tables["tiles"]["kind"] == "activation", "image"].nunique()
+    ax.set_title(f"{variant}: first conv layer's filters (top row),\nits maps of {images} test images (first seed)",
+                 fontsize=7)
+    return ax
+
+
+def report_filters(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    t = tables["tiles"]
+    f = t[t["kind"] == "filter"]
+    return {"first conv layer": f.groupby("variant", sort=False).agg(
+        filters=("filter", "nunique"), channels=("channel", "nunique"), size=("row", "nunique")).reset_index()}
+
+
+@register_analysis("filters", {"images": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3,
+                                          "description": "Test images whose activation maps are shown."}},
+                   schema=FILTERS_RUN, tables={"tiles": TILES}, summarise=summarise_filters, draw=draw_filters,
+                   report=report_filters)
+def filters(run, images: int = 3):
+    """The first conv layer's filters (each normalised on its own) and its activation maps
+    (each map normalised on its own) for the first `images` test images."""
+    import torch
+
+    from .. import models
+
+    order = models.forward_order(run.model, run.data.input_shape)
+    convs = [(order[n], n, m) for n, m in run.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    if not convs:
+        raise ValueError("filters: the model has no conv layer")
+    _, _, conv = min(convs, key=lambda c: c[0])
+    maps = []
+    hook = conv.register_forward_hook(lambda _m, _i, out: maps.append(out.detach().float().cpu()))
+    try:
+        x, _ = next(run.data.batches("test", images))
+        with torch.inference_mode(), run.autocast():
+            run.model(run.inputs(x))
+    finally:
+        hook.remove()
+    weights = conv.weight.detach().float().cpu().numpy()
+    parts = [_tiles("filter", _normalised(weights))]
+    for i, m in enumerate(maps[0].numpy()):
+        parts.append(_tiles("activation", _normalised(m)[:, None], image=i))
+    return pd.concat(parts, ignore_index=True).astype({"image": "int32", "filter": "int32", "channel": "int32",
+                                                       "row": "int32", "col": "int32"})
+
+
+# -- predictions -----------------------------------------------------------------------------
+
+IMAGE = [("channels", i32), ("height", i32), ("width", i32), ("pixels", pa.binary())]
+PREDICTIONS_RUN = pa.schema([("kind", s), ("index", i64), ("true", i32), ("pred", i32), ("confidence", f64), *IMAGE])
+FIXED = pa.schema([*LABELS, ("index", i64), ("true", i32), ("n_seeds", i64), ("correct", i64), ("pred", i32),
+                   ("confidence_mean", f64), *IMAGE])
+WRONG = pa.schema([*LABELS, ("index", i64), ("true", i32), ("pred", i32), ("confidence", f64), *IMAGE])
+
+
+def _pixels(run, idx) -> list[tuple[int, int, int, bytes]]:
+    """The test images at `idx` as uint8 (C, H, W) bytes; empty for feature data."""
+    import torch
+
+    x = run.data.test_x[idx].cpu()
+    if not run.data.images:
+        return [(0, 0, 0, b"")] * len(idx)
+    if x.is_floating_point():  # a pool kept normalised (Data.normalise): back to pixels
+        if run.data.mean is not None:
+            x = x * run.data.std.cpu() + run.data.mean.cpu()
+        x = (x * 255).round().clamp(0, 255).to(torch.uint8)
+    return [(img.shape[0], img.shape[1], img.shape[2], img.tobytes()) for img in x.numpy()]
+
+
+def summarise_predictions(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
+    """The fixed images: how many seeds classify each correctly, their most frequent prediction
+    and mean confidence; the misclassified images of each variant's first seed."""
+    by = ["experiment", "variant", "index"]
+    fixed = rows[rows["kind"] == "fixed"].assign(ok=lambda d: d["true"] == d["pred"])
+    top = fixed.groupby([*by, "pred"], sort=False).size().rename("votes").reset_index()
+    top = top.sort_values("votes", ascending=False, kind="stable").drop_duplicates(by)[[*by, "pred"]]
+    agg = fixed.groupby(by, sort=False).agg(true=("true", "first"), n_seeds=("seed", "nunique"), correct=("ok", "sum"),
+                                            confidence_mean=("confidence", "mean"), channels=("channels", "first"),
+                                            height=("height", "first"), width=("width", "first"),
+                                            pixels=("pixels", "first")).reset_index()
+    agg = agg.merge(top, on=by).astype({"correct": "int64"})
+    wrong = rows[rows["kind"] == "wrong"]
+    wrong = wrong[wrong["seed"] == wrong.groupby(["experiment", "variant"])["seed"].transform("min")]
+    return {"fixed": agg[[n for n in FIXED.names]], "wrong": wrong[[n for n in WRONG.names]].reset_index(drop=True)}
+
+
+def _image(row) -> np.ndarray:
+    img = np.frombuffer(row["pixels"], np.uint8).reshape(row["channels"], row["height"], row["width"])
+    return np.repeat(img, 3, 0).transpose(1, 2, 0) if img.shape[0] == 1 else img.transpose(1, 2, 0)
+
+
+def draw_predictions(ax, tables: dict[str, pd.DataFrame], variant: str, per_row: int = 10):
+    """Top row: the fixed test images, each with its true class and how many seeds get it right;
+    below: the first seed's misclassified images with true -> predicted and the confidence."""
+    tiles = [(r, f"{r['true']}: {r['correct']}/{r['n_seeds']}") for _, r in tables["fixed"].iterrows()]
+    tiles += [(r, f"{r['true']}→{r['pred']} {r['confidence']:.2f}") for _, r in tables["wrong"].iterrows()]
+    tiles = [(r, t) for r, t in tiles if r["channels"]]
+    if not tiles:
+        ax.set_axis_off()
+        return ax
+    h, w = tiles[0][0]["height"], tiles[0][0]["width"]
+    fixed = len(tables["fixed"])
+    rows = 1 + -(-(len(tiles) - fixed) // per_row)
+    mosaic = np.full((rows * (h + 8), per_row * (w + 2), 3), 255, np.uint8)
+    for i, (r, text) in enumerate(tiles):
+        row, col = (0, i) if i < fixed else (1 + (i - fixed) // per_row, (i - fixed) % per_row)
+        y, x = row * (h + 8) + 8, col * (w + 2)
+        mosaic[y:y + h, x:x + w] = _image(r)
+        ax.text(x + w / 2, y - 1, text, ha="center", va="bottom", fontsize=4)
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{variant}: fixed test images (true: correct/seeds), then misclassified (first seed)", fontsize=6)
+    return ax
+
+
+def report_predictions(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    f = tables["fixed"]
+    table = f.assign(text=[f"{c}/{n}" for c, n in zip(f["correct"], f["n_seeds"])]).pivot(
+        index="variant", columns="index", values="text").reindex(list(dict.fromkeys(f["variant"])))
+    table.columns = [f"image {i} (class {t})" for i, t in zip(table.columns, f.drop_duplicates("index")
+                                                               .set_index("index").loc[table.columns, "true"])]
+    return {"fixed test images: seeds that classify each correctly": table.reset_index()}
+
+
+@register_analysis("predictions", {"fixed": {"type": "integer", "minimum": 1, "maximum": 50, "default": 10,
+                                             "description": "Test images (evenly spaced) shown for every variant."},
+                                   "wrong": {"type": "integer", "minimum": 0, "maximum": 100, "default": 20,
+                                             "description": "Misclassified test images shown (first seed)."}},
+                   schema=PREDICTIONS_RUN, tables={"fixed": FIXED, "wrong": WRONG}, summarise=summarise_predictions,
+                   draw=draw_predictions, report=report_predictions, columns=2)
+def predictions(run, fixed: int = 10, wrong: int = 20):
+    """`fixed` test images, evenly spaced through the test set, with each run's prediction and
+    confidence (per variant: how many seeds get each right), and the first `wrong` misclassified
+    test images of each run."""
+    import torch
+
+    preds, confs = [], []
+    with torch.inference_mode():
+        for x, _ in run.data.batches("test", run.spec["train"]["eval_batch_size"]):
+            with run.autocast():
+                logits = run.model(run.inputs(x)).float()
+            preds.append(run.predict(logits).cpu())
+            p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(1).max(1).values
+            confs.append((torch.where(preds[-1].to(p.device) == 1, p, 1 - p) if logits.shape[1] == 1 else p).cpu())
+    pred, conf, true = torch.cat(preds), torch.cat(confs), run.data.test_y.cpu()
+    spread = np.unique(np.linspace(0, len(true) - 1, min(fixed, len(true))).round().astype(int))
+    chosen = [("fixed", int(i)) for i in spread]  # evenly spaced: every class of a test set sorted by class
+    chosen += [("wrong", int(i)) for i in torch.nonzero(pred != true).flatten()[:wrong]]
+    idx = [i for _, i in chosen]
+    images = _pixels(run, idx)
+    return pd.DataFrame({"kind": [k for k, _ in chosen], "index": idx, "true": true[idx].numpy(),
+                         "pred": pred[idx].numpy(), "confidence": conf[idx].double().numpy(),
+                         "channels": [c for c, _, _, _ in images], "height": [h for _, h, _, _ in images],
+                         "width": [w for _, _, w, _ in images], "pixels": [b for _, _, _, b in images]}).astype(
+        {"index": "int64", "true": "int32", "pred": "int32", "channels": "int32", "height": "int32", "width": "int32"})
+
+
+# -- tsne ------------------------------------------------------------------------------------
+
+TSNE_RUN = pa.schema([("index", i64), ("label", i32), ("x", f64), ("y", f64)])
+EMBEDDING = pa.schema([*LABELS, ("index", i64), ("label", i32), ("x", f64), ("y", f64)])
+
+
+def summarise_tsne(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
+    """Embeddings of different runs are not aligned (nothing to average): each variant's first seed."""
+    first = rows[rows["seed"] == rows.groupby(["experiment", "variant"])["seed"].transform("min")]
+    return {"points": first.drop(columns="seed").reset_index(drop=True)}
+
+
+def draw_tsne(ax, tables: dict[str, pd.DataFrame], variant: str):
+    p = tables["points"]
+    ax.scatter(p["x"], p["y"], c=p["label"], cmap="tab10", s=4, vmin=0, vmax=9)
+    ax.set(title=f"{variant}: t-SNE of {len(p)} test images\n(first seed), coloured by class", xticks=[], yticks=[])
+    ax.title.set_fontsize(7)
+    return ax
+
+
+def report_tsne(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    p = tables["points"]
+    return {"t-SNE points": p.groupby("variant", sort=False).agg(points=("index", "size"),
+                                                                 classes=("label", "nunique")).reset_index()}
+
+
+def _activations(run, layer: str | None, x):
+    """The output of module `layer` (by name), or with None the input of the last linear layer."""
+    import torch
+
+    modules = dict(run.model.named_modules())
+    if layer is not None and layer not in modules:
+        raise ValueError(f"tsne: layer {layer!r} is not a module of the model; modules: "
+                         f"{', '.join(n for n in modules if n)}")
+    seen = []
+    if layer is None:
+        last = [m for m in modules.values() if isinstance(m, torch.nn.Linear)][-1]
+        hook = last.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    else:
+        hook = modules[layer].register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    try:
+        with torch.inference_mode(), run.autocast():
+            run.model(run.inputs(x))
+    finally:
+        hook.remove()
+    return seen[0].flatten(1).float().cpu().numpy()
+
+
+@register_analysis("tsne", {"layer": {"type": ["string", "null"], "default": None,
+                                      "description": "A module's name (its output); null: the last linear layer's input."},
+                            "samples": {"type": "integer", "minimum": 10, "maximum": 10000, "default": 500,
+                                        "description": "Test images embedded (a stratified subset)."},
+                            "seed": {"type": "integer", "minimum": 0, "default": 0,
+                                     "description": "Seed of the subset and of t-SNE (the same for every run)."}},
+                   schema=TSNE_RUN, tables={"points": EMBEDDING}, summarise=summarise_tsne, draw=draw_tsne,
+                   report=report_tsne)
+def tsne(run, layer: str | None = None, samples: int = 500, seed: int = 0):
+    """t-SNE (scikit-learn) of a layer's activations on a stratified, seeded subset of the test
+    images, coloured by class."""
+    import torch
+    from sklearn.manifold import TSNE
+
+    from ..data.pool import stratified_take
+
+    y = run.data.test_y.cpu()
+    idx = stratified_take(y, min(samples, len(y)), torch.Generator().manual_seed(seed))
+    feats = _activations(run, layer, run.data.prepare(run.data.test_x[idx.to(run.data.test_x.device)]))
+    xy = TSNE(n_components=2, perplexity=min(30.0, (len(idx) - 1) / 3), init="pca", random_state=seed).fit_transform(
+        feats.astype(np.float64))
+    return pd.DataFrame({"index": idx.numpy().astype("int64"), "label": y[idx].numpy().astype("int32"),
+                         "x": xy[:, 0], "y": xy[:, 1]})

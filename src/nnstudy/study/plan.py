@@ -68,6 +68,16 @@ def needs(obj) -> set[str]:
     return set()
 
 
+def variant_label(values: dict) -> str:
+    """A variant's label from its grid values: "lr=0.01", "dropout=0.5,batchnorm=true" (a key's
+    last part, or the whole dotted key where last parts repeat)."""
+    if not values:
+        return "default"
+    leaves = [k.rsplit(".", 1)[-1] for k in values]
+    names = [leaf if leaves.count(leaf) == 1 and leaf != "name" else k for k, leaf in zip(values, leaves)]
+    return ",".join(f"{n}={fmt(v)}" for n, v in zip(names, values.values()))
+
+
 @dataclass
 class Row:
     experiment: str
@@ -249,11 +259,7 @@ class Study:
         return [v for v in self.key_values(sel["experiment"], sel["key"]) if v not in sel["exclude"]]
 
     def label(self, exp: str, values: dict) -> str:
-        if not values:
-            return "default"
-        leaves = [k.rsplit(".", 1)[-1] for k in values]
-        names = [leaf if leaves.count(leaf) == 1 and leaf != "name" else k for k, leaf in zip(values, leaves)]
-        return ",".join(f"{n}={fmt(v)}" for n, v in zip(names, values.values()))
+        return variant_label(values)
 
     def _template(self, exp: str, values: dict, seed: int) -> dict:
         spec = copy.deepcopy(self.defaults)
