@@ -72,7 +72,7 @@ def test_demo_study_end_to_end(demo):
         assert (res / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (res / "report.html").read_text()
     experiments = demo["config"].config["experiments"]
-    assert "Findings" in page and "cannot support" in page
+    assert "Contents" in page and "cannot support" in page
     assert {"final_lr.png", "final_dropout.png"} <= set(names)  # one-key sweeps: accuracy against the value
     analysed = sum(len(x["analyses"]) for x in experiments.values())  # a figure per experiment and analysis
     assert page.count("data:image/png;base64") == len(names) + analysed
@@ -80,9 +80,13 @@ def test_demo_study_end_to_end(demo):
     per_class = pd.read_parquet(res / "summary" / "analyses" / "confusion" / "per_class.parquet")
     assert set(per_class["experiment"]) == set(experiments) and (per_class["n_seeds"] == 5).all()
     assert len(per_class) == 16 * 10  # every variant, every class
-    for exp in experiments:
-        section = page[page.index(f"<h3>{exp}: confusion</h3>"):]
-        assert "per-class test accuracy" in section[:20000] and "most confused pairs" in section[:40000]
+    findings = {"lr_schedule": 2, "dropout": 8, "transfer": 4, "gradient_flow": 2}  # comparisons whose A is there
+    for exp in experiments:  # its question, table, findings, curves, seed-averaged confusion matrices
+        start = page.index(f'<section id="exp-{exp}">')
+        section = page[start:page.index("</section>", start)]
+        assert experiments[exp]["description"] in section and "test accuracy, % [CI]" in section
+        assert section.count("<li>") == findings.get(exp, 0) and f"curves_{exp}.png" in section
+        assert "<h3>confusion</h3>" in section and "per-class test accuracy" in section and "most confused pairs" in section
     counts = pd.read_parquet(res / "analyses" / "lr" / "confusion.parquet").groupby("key")["count"].sum()
     assert len(counts) == 25 and (counts == 500).all()  # each lr run's 500 test images
     # One read_parquet call gives the whole study, labelled.

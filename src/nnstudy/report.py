@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from markupsafe import Markup
 
 from . import schemas
 
@@ -72,59 +73,98 @@ def provenance(manifests: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def analyses_html(config: dict, folders: list[Path]) -> str:
-    """Per experiment, each of its analyses: the figure (one panel per variant) and the
-    analysis's report tables."""
+def _pct(m, lo, hi, scale: float = 100) -> str:
+    """"mean [low, high]" for people: percentages (or points) to 2 decimals."""
+    if pd.isna(m):
+        return "–"
+    bounds = f" [{scale * lo:.2f}, {scale * hi:.2f}]" if pd.notna(lo) and pd.notna(hi) else ""
+    return f"{scale * m:.2f}{bounds}"
+
+
+def experiment_table(final: pd.DataFrame, cost: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per variant: n, test accuracy (%), the train − val gap (points), and the run time
+    where the cost analysis measured it; each with its interval."""
+    acc = final[(final["metric"] == "accuracy") & (final["split"] == "test")].set_index("variant")
+    gap = final[(final["metric"] == "gap_accuracy") & (final["split"] == "train-val")].set_index("variant")
+    rows = []
+    for variant, r in acc.iterrows():
+        row = {"variant": variant, "n": int(r["n_seeds"]), "test accuracy, % [CI]": _pct(r["mean"], r["ci_low"], r["ci_high"])}
+        g = gap.loc[variant] if variant in gap.index else None
+        row["gap train − val, points [CI]"] = _pct(g["mean"], g["ci_low"], g["ci_high"]) if g is not None else "–"
+        if cost is not None:
+            t = cost[(cost["variant"] == variant) & (cost["what"] == "run time")]
+            row["training time, s [CI]"] = _pct(t["mean"].iloc[0], t["ci_low"].iloc[0], t["ci_high"].iloc[0], 1) if len(t) else "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparisons_table(comp: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons for people: differences in points for accuracies, p-values to 3
+    significant digits."""
+    rows = []
+    for _, r in comp.iterrows():
+        scale = 100 if r["metric"] in ("accuracy", "gap_accuracy") else 1
+        n = f"{r['n_pairs']} pairs" if r["paired"] else f"{r['n_a']} vs {r['n_b']}"
+        rows.append({"family": r["family"], "A": r["variant_a"], "B": r["variant_b"], "metric": METRIC_WORDS[r["metric"]],
+                     "n": n, "A − B [CI]": _pct(r["diff"], r["diff_ci_low"], r["diff_ci_high"], scale),
+                     "test": r["test"], "p": f"{r['p_raw']:.3g}", "Holm p": f"{r['p_adj']:.3g}", "m": r["m"],
+                     "difference": "supported" if r["reject"] else "not shown", "g": f"{r['hedges_g']:.2f}",
+                     "P(improvement)": f"{r['prob_improvement']:.2f}", "chosen on": r["selected_on"]})
+    return pd.DataFrame(rows)
+
+
+def _analyses(exp: str, names, folders: list[Path]) -> list[dict]:
+    """Each analysis of the experiment: its figure and its report tables."""
     from . import analyses
 
-    parts = []
-    for exp, c in config["experiments"].items():
-        for name in c.get("analyses", {}):
-            folder = next(Path(f) for f in folders if Path(f).name == name)
-            tables = {t: df[df["experiment"] == exp] for t, df in analyses.read_summary(name, folder).items()}
-            parts.append(f"<h3>{html.escape(exp)}: {html.escape(name)}</h3>" + _img(folder / f"{exp}.png"))
-            for title, df in analyses.entry(name).extra["report"](tables).items():
-                parts.append(f"<h4>{html.escape(title)}</h4>" + _table(df))
-    return "".join(parts)
+    out = []
+    for name in names:
+        folder = next(Path(f) for f in folders if Path(f).name == name)
+        tables = {t: df[df["experiment"] == exp] for t, df in analyses.read_summary(name, folder).items()}
+        report = analyses.entry(name).extra["report"](tables)
+        out.append({"name": name, "figure": Markup(_img(folder / f"{exp}.png")),
+                    "tables": [(title, Markup(_table(df))) for title, df in report.items()]})
+    return out
 
 
 def write(config: dict, summary_paths: dict, figures: list[Path], manifests: list[Path], out: Path,
           analysis_folders: list[Path] = ()) -> None:
+    """The study's page from templates/report.html.j2: per experiment its question, table,
+    findings, figures and analyses; then the study-wide figures, selections, comparisons, the
+    study file and provenance."""
+    import jinja2
+
+    from . import analyses
+
     summary = {name: schemas.read(Path(p), schemas.SUMMARY_TABLES[name]) for name, p in summary_paths.items()}
     runs = [json.loads(Path(p).read_text()) for p in manifests]
-    comp = summary["comparisons"]
-    final = summary["final"]
-    fin = final[((final["metric"] == "accuracy") & (final["split"] == "test")) |
-                ((final["metric"] == "gap_accuracy") & (final["split"] == "train-val"))]
-    fin = fin[["experiment", "variant", "metric", "epoch_rule", "n_seeds", "n_nan", "n_diverged", "mean", "std",
-               "ci_low", "ci_high", "median", "iqm"]]
-    sel = summary["selections"]
-    parts = [
-        f"<h1>nnstudy report: {html.escape(config['study'])}</h1>",
-        f"<p>{len(runs)} trained runs; {len(final[['experiment', 'variant']].drop_duplicates())} variants; "
-        f"seeds: {html.escape(str(config['seeds']))}; final metrics from the <b>{config['final']}</b> epoch; "
-        f"intervals: {int(round(100 * config['ci_level']))}% Student-t; written "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}.</p>",
-        "<h2>Findings</h2><ul>" + "".join(f"<li>{html.escape(finding(r))}</li>" for _, r in comp.iterrows()) + "</ul>",
-        f"<p class='limits'><b>What these seeds cannot support.</b> {html.escape(LIMITS)}</p>",
-        "<h2>Selections (made on validation data)</h2>",
-        _table(sel) if len(sel) else "<p>none</p>",
-        "<h2>Final metrics</h2>", _table(fin),
-        "<h2>Figures</h2>", "".join(_img(p) for p in figures),
-        *(["<h2>Per-run analyses, averaged over seeds</h2>", analyses_html(config, analysis_folders)]
-          if analysis_folders else []),
-        "<h2>Comparisons</h2>",
-        _table(comp[["family", "variant_a", "variant_b", "metric", "paired", "n_a", "n_b", "mean_a", "mean_b", "diff",
-                     "diff_ci_low", "diff_ci_high", "test", "statistic", "df", "p_raw", "p_perm", "p_adj", "m", "reject",
-                     "hedges_g", "prob_improvement", "degenerate", "selected_on"]]),
-        "<h2>Study file (defaults filled)</h2>",
-        f"<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>",
-        "<h2>Provenance</h2>", _table(provenance(runs)),
-    ]
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "table.t{border-collapse:collapse;font-size:12px}table.t td,table.t th{padding:2px 6px;"
-             "border-bottom:1px solid #ddd}figure{display:inline-block;margin:4px}img{max-width:100%}"
-             ".limits{background:#fff6e0;padding:.6em}pre{background:#f6f6f6;padding:.6em;font-size:12px}")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>nnstudy: {html.escape(config['study'])}"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
-    schemas.write_text(page, out)
+    final, comp = summary["final"], summary["comparisons"]
+    by_name = {Path(f).name: Path(f) for f in figures}
+    cost_folder = next((Path(f) for f in analysis_folders if Path(f).name == "cost"), None)
+    cost = analyses.read_summary("cost", cost_folder)["cost"] if cost_folder else None
+    experiments = []
+    for exp, c in config["experiments"].items():
+        mine = [by_name[n] for n in (f"curves_{exp}.png", f"final_{exp}.png", f"gradient_flow_{exp}.png") if n in by_name]
+        findings = [finding(r) for _, r in comp.iterrows() if r["variant_a"].split("/", 1)[0] == exp]
+        has_cost = cost is not None and exp in set(cost["experiment"])
+        experiments.append({
+            "name": exp, "description": c.get("description", ""), "findings": findings,
+            "table": Markup(_table(experiment_table(final[final["experiment"] == exp],
+                                                    cost[cost["experiment"] == exp] if has_cost else None))),
+            "figures": [Markup(_img(p)) for p in mine],
+            "analyses": _analyses(exp, c.get("analyses", {}), analysis_folders),
+        })
+    own = {f"{kind}_{e}.png" for kind in ("curves", "final", "gradient_flow") for e in config["experiments"]}
+    shared = [path for name, path in by_name.items() if name not in own]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("nnstudy", "templates"), autoescape=True)
+    page = env.get_template("report.html.j2").render(
+        study=config["study"], limits=LIMITS, experiments=experiments,
+        overview=(f"{len(runs)} trained runs; {len(final[['experiment', 'variant']].drop_duplicates())} variants; seeds: "
+                  f"{config['seeds']}; final metrics from the {config['final']} epoch; intervals: "
+                  f"{int(round(100 * config['ci_level']))}% Student-t; written "
+                  f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}."),
+        study_figures=[Markup(_img(p)) for p in shared],
+        selections=Markup(_table(summary["selections"]) if len(summary["selections"]) else "<p>none</p>"),
+        comparisons=Markup(_table(comparisons_table(comp))),
+        study_file=yaml.safe_dump(config, sort_keys=False), provenance=Markup(_table(provenance(runs))))
+    schemas.write_text(page + "\n", out)
