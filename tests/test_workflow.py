@@ -220,3 +220,35 @@ def test_second_study_does_not_inherit_the_default_experiments(tmp_path):
 def test_lint_is_clean():
     lint = snakemake("--lint")
     assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+
+
+# Appended to a copy of the report: after load, the page records what a reader would see broken.
+PROBE = """<script>
+var errors = [];
+window.addEventListener('error', function (e) { errors.push(String(e.message || e.type)); }, true);
+window.addEventListener('load', function () {
+  var bad = Array.prototype.filter.call(document.images, function (i) { return !i.complete || i.naturalWidth === 0; });
+  document.body.setAttribute('data-probe', JSON.stringify({images: document.images.length, broken: bad.length, errors: errors}));
+});
+</script>"""
+
+
+def test_the_demo_report_loads_in_a_browser_with_every_image_decoded(demo, tmp_path):
+    """Headless Chromium opens the demo report: no script or resource error, every image
+    decoded (naturalWidth > 0). `.ci/run` installs Debian's chromium."""
+    import shutil
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        if os.environ.get("NNSTUDY_BROWSER_TESTS"):
+            pytest.fail("chromium is not installed (.ci/run installs Debian's package)")
+        pytest.skip("chromium is not installed")
+    page = (demo["dir"] / "results" / "demo" / "report.html").read_text()
+    probed = tmp_path / "report.html"
+    probed.write_text(page.replace("<body>", "<body>" + PROBE, 1))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r"data-probe=\"([^\"]*)\"", dom.stdout)
+    assert found, dom.stderr[-2000:]
+    probe = json.loads(found[1].replace("&quot;", '"'))
+    assert probe == {"images": page.count("data:image/png;base64"), "broken": 0, "errors": []}
