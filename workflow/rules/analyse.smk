@@ -3,6 +3,10 @@
 # `analysis_weights`) into results/<study>/analyses/<experiment>/<analysis>.parquet; one job per
 # analysis averages it over seeds per variant (its declared tables) and draws one figure per
 # experiment into results/<study>/summary/analyses/<analysis>/.
+localrules:
+    analysis_summary,
+
+
 rule analyse:
     input:
         analysis_inputs,
