@@ -62,11 +62,11 @@ def test_a_study_without_validation_split_shows_test_curves_labelled_as_test():
              "mean": 0.5, "std": 0.1} for split in ("train", "test") for e in (1, 2)]
     fig, ax = plt.subplots()
     plots.curve_panel(ax, pd.DataFrame(rows), "e", "accuracy")
-    assert [line.get_label() for line in ax.lines] == ["v (test)", "v (train)"]
+    assert [line.get_label() for line in ax.lines] == ["v (train)", "v (test)"]
     assert "dashed: test (no validation split)" in ax.get_title()
     with_val = pd.DataFrame([{**r, "split": "val"} for r in rows if r["split"] == "test"] + rows)
     ax.clear()
-    plots.curve_panel(ax, with_val, "e", "accuracy")  # test is never drawn beside val
+    plots.curve_panel(ax, with_val, "e", "accuracy")  # by default test is never drawn beside val
     assert sorted(line.get_label() for line in ax.lines) == ["v (train)", "v (val)"] and "dashed: val" in ax.get_title()
     plt.close(fig)
 
@@ -96,3 +96,16 @@ def test_a_two_key_grid_draws_a_heatmap_and_one_numeric_key_a_line(tmp_path):
     plots.figure_grid(line, "lr", one, tmp_path / "line.png")
     assert Image.open(tmp_path / "line.png").size[0] < 1000
     assert plots.grid_shape({"grid": {"model.batchnorm": [False, True]}}) is None  # two categories: the shared figure
+
+
+def test_curve_splits_choose_what_the_curves_show():
+    import matplotlib.pyplot as plt
+
+    rows = [{"experiment": "e", "variant": "v", "split": split, "metric": "accuracy", "epoch": e, "n_seeds": 5,
+             "mean": 0.5, "std": 0.1} for split in ("train", "val", "test") for e in (1, 2)]
+    curves = pd.DataFrame(rows)
+    for splits, styles in ((None, ["-", "--"]), (["train", "val", "test"], ["-", "--", ":"]), (["test"], [":"])):
+        fig, ax = plt.subplots()
+        plots.curve_panel(ax, curves, "e", "accuracy", splits)
+        assert [line.get_linestyle() for line in ax.lines] == styles
+        plt.close(fig)

@@ -39,20 +39,26 @@ def _colours(count: int) -> list:
     return [cycle[i % len(cycle)] for i in range(count)]
 
 
-def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
-    """Mean learning curves (train in eval mode, solid; val dashed, or test where the study has
-    no validation split, labelled so) with +-1 std bands over seeds; with more than MANY
-    variants, thin mean lines coloured by variant order."""
+SPLIT_STYLES = {"train": "-", "val": "--", "test": ":"}
+
+
+def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str, splits: list[str] | None = None):
+    """Mean learning curves with +-1 std bands over seeds: the study's `curve_splits` (train in
+    eval mode solid, val dashed, test dotted), by default train and val, or train and test where
+    the study has no validation split (labelled so); with more than MANY variants, thin mean
+    lines coloured by variant order. Choices are made on validation only, whatever is shown."""
     d = curves[(curves["experiment"] == experiment) & (curves["metric"] == metric) & (curves["n_seeds"] > 0)]
     held_out = "val" if (d["split"] == "val").any() else "test"
-    styles = {"train": "-", held_out: "--"}
+    styles = {s: SPLIT_STYLES[s] for s in splits} if splits else {"train": "-", held_out: "--"}
     d = d[d["split"].isin(styles)]
     variants = _by_variant(d)
     many = len(variants) > MANY
     thin = {split: ([], []) for split in styles}  # split -> (lines, colours), drawn as one collection
     for (variant, v), colour in zip(variants, _colours(len(variants))):
-        for split, s in v.groupby("split", observed=True):
-            s = s.sort_values("epoch")
+        for split in styles:
+            s = v[v["split"] == split].sort_values("epoch")
+            if s.empty:
+                continue
             if many:
                 thin[split][0].append(s[["epoch", "mean"]].to_numpy(float))
                 thin[split][1].append(colour)
@@ -69,7 +75,8 @@ def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str):
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
     what = f"{len(variants)} variants, colour: variant order" if many else "band: mean ± 1 std"
-    what += f"; dashed: {held_out}" + (" (no validation split)" if held_out == "test" else "")
+    shown = [f"{'dashed' if styles[s] == '--' else 'dotted'}: {s}" for s in styles if s != "train"]
+    what += "".join(f"; {x}" for x in shown) + (" (no validation split)" if held_out == "test" and not splits else "")
     ax.set_title(f"{experiment}: {metric} ({_n(d) if len(d) else 'n = 0'}; {what})", fontsize=9)
     if d["n_seeds"].nunique() > 1 and not many:
         n_panel(ax.twinx(), variants)
@@ -159,10 +166,10 @@ def _save(fig, path: Path) -> None:
         plt.close(fig)
 
 
-def figure_curves(curves: pd.DataFrame, experiment: str, path: Path) -> None:
+def figure_curves(curves: pd.DataFrame, experiment: str, path: Path, splits: list[str] | None = None) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    curve_panel(axes[0], curves, experiment, "accuracy")
-    curve_panel(axes[1], curves, experiment, "loss")
+    curve_panel(axes[0], curves, experiment, "accuracy", splits)
+    curve_panel(axes[1], curves, experiment, "loss", splits)
     if len(curves.loc[curves["experiment"] == experiment, "variant"].unique()) <= MANY:
         axes[0].legend(fontsize=6, ncol=2)
     _save(fig, path)
@@ -272,12 +279,12 @@ def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) ->
     _save(fig, path)
 
 
-def draw_all(summary: dict, experiments: dict, out_dir: Path) -> None:
+def draw_all(summary: dict, experiments: dict, out_dir: Path, curve_splits: list[str] | None = None) -> None:
     """Every figure of figure_names(experiments) from the summary tables (name -> DataFrame)."""
     out_dir = Path(out_dir)
     transfer = _transfer(experiments)
     for e, x in experiments.items():
-        figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png")
+        figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png", curve_splits)
         figure_gradients(summary["gradient_flow"], e, out_dir / f"gradient_flow_{e}.png")
         if grid_shape(x):
             figure_grid(summary["final"], e, x, out_dir / f"final_{e}.png")

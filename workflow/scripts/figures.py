@@ -5,4 +5,5 @@ with logged(snakemake.log[0], snakemake.output):
     from nnstudy import plots, schemas
 
     summary = {name: schemas.read(path, schemas.SUMMARY_TABLES[name]) for name, path in snakemake.input.items()}
-    plots.draw_all(summary, snakemake.config["experiments"], Path(snakemake.output[0]).parent)
+    plots.draw_all(summary, snakemake.config["experiments"], Path(snakemake.output[0]).parent,
+                   snakemake.config["curve_splits"])
