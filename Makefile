@@ -28,5 +28,5 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[test,slurm]'
+	$(BIN)/pip install -q -e '.[test,slurm,tensorboard]'
 	touch $@

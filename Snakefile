@@ -18,3 +18,4 @@ rule all:
         SUMMARY.values(),
         FIGURES,
         ANALYSIS_SUMMARIES,
+        TENSORBOARD,

@@ -87,6 +87,12 @@ def test_demo_study_end_to_end(demo):
         assert experiments[exp]["description"] in section and "test accuracy, % [CI]" in section
         assert section.count("<li>") == findings.get(exp, 0) and f"curves_{exp}.png" in section
         assert "<h3>confusion</h3>" in section and "per-class test accuracy" in section and "most confused pairs" in section
+    # TensorBoard (the demo sets tensorboard: true): a run's event file holds its metrics.parquet values.
+    from test_tensorboard import scalars
+
+    run = pd.read_parquet(res / "runs").query("experiment == 'lr' and variant == 'lr=0.03' and seed == 0")
+    events = scalars(res / "tensorboard" / "runs" / "lr" / "lr=0.03" / "seed0")["test/accuracy"]
+    assert [v for _, v in events] == pytest.approx(run.query("split == 'test'").sort_values("epoch")["accuracy"].tolist())
     counts = pd.read_parquet(res / "analyses" / "lr" / "confusion.parquet").groupby("key")["count"].sum()
     assert len(counts) == 25 and (counts == 500).all()  # each lr run's 500 test images
     # One read_parquet call gives the whole study, labelled.

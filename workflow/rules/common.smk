@@ -50,6 +50,7 @@ JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
 # Per-run analyses: analysis -> the experiments that switch it on; each analysis's summary folder.
 ANALYSES = STUDY.analyses()
 ANALYSIS_SUMMARIES = [STUDY.analysis_summary(name) for name in ANALYSES]
+TENSORBOARD = [f"{R}/tensorboard"] if config["tensorboard"] else []
 
 
 wildcard_constraints:

@@ -1,6 +1,7 @@
 localrules:
     collect,
     summarise,
+    tensorboard,
 
 
 rule collect:
@@ -31,3 +32,17 @@ rule summarise:
         "../../environment.yml"
     script:
         "../scripts/summarise.py"
+
+
+rule tensorboard:
+    input:
+        runs=rules.collect.output.runs,
+        curves=SUMMARY["curves"],
+    output:
+        directory(f"{R}/tensorboard"),
+    log:
+        f"logs/{STUDY.name}/tensorboard.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/tensorboard.py"

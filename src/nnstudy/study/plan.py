@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -107,6 +108,9 @@ class Study:
         self.name = c["study"]
         self.root = f"{RESULTS}/{self.name}"
         self._check_size()
+        if c.get("tensorboard") and importlib.util.find_spec("tensorboard") is None:
+            raise SpecError("study.tensorboard: TensorBoard is not installed; pip install 'nnstudy[tensorboard]' "
+                            "(or set tensorboard: false)")
         self.seeds = list(range(c["seeds"])) if isinstance(c["seeds"], int) else list(c["seeds"])
         defaults = copy.deepcopy(c["defaults"])
         if "seed" in defaults:
