@@ -188,7 +188,7 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"seedz": 3}, "study: unknown key 'seedz'; allowed keys: ci_level, comparisons, defaults, experiments"),
+    ({"seedz": 3}, "study: unknown key 'seedz'; allowed keys: analysis_weights, ci_level, comparisons, curve_splits"),
     ({"experiments": {"lr": {"grid": {"optim.lrr": [0.1]}}}},
      "'optim.lrr' is not a spec key; allowed under optim: alpha, betas, lr, momentum"),
     ({"defaults": {"model": {"activation": "swish"}}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
@@ -207,7 +207,10 @@ def test_default_study_plans_70_runs_in_14_training_jobs():
     plan = snakemake("-n")
     assert plan.returncode == 0, plan.stderr[-2000:]
     counts = job_counts(plan.stderr + plan.stdout)
-    assert counts == {"train": 14, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
+    # + one analyse job per experiment, one summary per analysis (confusion, cost, predictions, tsne,
+    # filters, summary, gradient_trace)
+    assert counts == {"train": 14, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1,
+                      "analyse": 5, "analysis_summary": 7}
     assert sum(map(len, planned_runs(plan.stdout + plan.stderr).values())) == 70
 
 

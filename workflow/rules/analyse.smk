@@ -27,10 +27,11 @@ rule analyse:
                 for n, p in config["experiments"][w.experiment]["analyses"].items()
             }
         ),
+        weights=config["analysis_weights"],
     message:
         "analyse {wildcards.experiment}: {params.analyses}"
     shell:
-        "python -m nnstudy analyse --analyses-json {params.analyses:q} --weights {config[analysis_weights]:q}"
+        "python -m nnstudy analyse --analyses-json {params.analyses:q} --weights {params.weights:q}"
         " --out {output:q} --runs {params.runs:q} >> {log:q} 2>&1"
 
 
