@@ -145,7 +145,7 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
     # The run's job, the best-LR choice it feeds, the job of the runs started from that choice, the summaries.
     assert job_counts(plan.stderr + plan.stdout) == {"train": 2, "select": 1, "collect": 1, "summarise": 1,
                                                      "figures": 1, "report": 1, "all": 1, "analyse": 2,
-                                                     "analysis_summary": 1}
+                                                     "analysis_summary": 7, "tensorboard": 1}
     assert set(planned_runs(plan.stdout + plan.stderr)) == {f"lr/lr={row.values['optim.lr']!r}", "lr_schedule/schedule.name=cosine"}
 
 
