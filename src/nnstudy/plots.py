@@ -171,7 +171,8 @@ def figure_curves(curves: pd.DataFrame, experiment: str, path: Path, splits: lis
     curve_panel(axes[0], curves, experiment, "accuracy", splits)
     curve_panel(axes[1], curves, experiment, "loss", splits)
     if len(curves.loc[curves["experiment"] == experiment, "variant"].unique()) <= MANY:
-        axes[0].legend(fontsize=6, ncol=2)
+        fig.legend(*axes[0].get_legend_handles_labels(), fontsize=6, ncol=2, loc="upper left",
+                   bbox_to_anchor=(1.0, 0.95))  # outside the data
     _save(fig, path)
 
 
@@ -202,7 +203,7 @@ def figure_gradients(flow: pd.DataFrame, experiment: str, path: Path) -> None:
     gradient_panel(axes[0], flow, experiment, "grad_mean")
     gradient_panel(axes[1], flow, experiment, "grad_std")
     if axes[1].get_legend_handles_labels()[0]:  # none when the runs recorded no gradients
-        axes[1].legend(fontsize=6)
+        axes[1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
     _save(fig, path)
 
 

@@ -472,9 +472,10 @@ def _image(row) -> np.ndarray:
 
 
 def draw_predictions(ax, tables: dict[str, pd.DataFrame], variant: str, per_row: int = 10):
-    """Top row: the fixed test images, each with its true class and how many seeds get it right;
+    """Top row: the fixed test images, each with true → most frequent predicted class and how many
+    seeds get it right;
     below: the first seed's misclassified images with true -> predicted and the confidence."""
-    tiles = [(r, f"{r['true']}: {r['correct']}/{r['n_seeds']}") for _, r in tables["fixed"].iterrows()]
+    tiles = [(r, f"{r['true']}→{r['pred']} {r['correct']}/{r['n_seeds']}") for _, r in tables["fixed"].iterrows()]
     tiles += [(r, f"{r['true']}→{r['pred']} {r['confidence']:.2f}") for _, r in tables["wrong"].iterrows()]
     tiles = [(r, t) for r, t in tiles if r["channels"]]
     if not tiles:
@@ -491,7 +492,8 @@ def draw_predictions(ax, tables: dict[str, pd.DataFrame], variant: str, per_row:
         ax.text(x + w / 2, y - 1, text, ha="center", va="bottom", fontsize=4)
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(f"{variant}: fixed test images (true: correct/seeds), then misclassified (first seed)", fontsize=6)
+    ax.set_title(f"{variant}: fixed test images (true→predicted, seeds right/n), then misclassified (first seed)",
+                 fontsize=6)
     return ax
 
 
