@@ -196,3 +196,12 @@ def nnstudy_load(run_dir):
     import nnstudy
 
     return nnstudy.load_run(run_dir)
+
+
+def test_a_training_job_start_imports_no_summary_libraries():
+    """Registering the built-in entries (every spec resolves through them) leaves scipy,
+    scikit-learn and matplotlib to the steps that use them: a job's start-up stays short."""
+    code = ("import sys; from nnstudy import registry; registry.builtins(); "
+            "print(sorted(m for m in ('scipy', 'sklearn', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
