@@ -151,13 +151,26 @@ def labelled(schema: pa.Schema, table: pd.DataFrame) -> pa.Schema:
     return pa.schema(fields + [f for f in schema if f.name not in LABELS.names])
 
 
-def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str) -> None:
-    """Write a Parquet dataset partitioned by one column into `out`: built in a temporary
-    sibling folder, then renamed into place."""
+@contextmanager
+def atomic_dir(out: Path):
+    """Yield a temporary sibling folder to fill; on success it replaces the folder `out` in one
+    rename (readable like every other result), on any error it is removed."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str) -> None:
+    """Write a Parquet dataset partitioned by one column into `out` (atomic_dir)."""
+    with atomic_dir(out) as tmp:
         # One file per partition, written synchronously: pyarrow's dataset writer releases the
         # pandas memory it borrowed on a worker thread, which aborts the interpreter when that
         # happens during its shutdown (apache/arrow#34314; seen here in processes with torch).
@@ -167,13 +180,6 @@ def write_dataset(df: pd.DataFrame, schema: pa.Schema, out: Path, partition: str
             folder.mkdir()
             table = pa.Table.from_pandas(part[part_schema.names], schema=part_schema, preserve_index=False)
             pq.write_table(table, folder / "part-0.parquet")
-            os.chmod(folder, 0o777 & ~_UMASK)
-        os.chmod(tmp, 0o777 & ~_UMASK)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 # -- Study summaries (results/<study>/summary/*.parquet) -----------------------------------
 # The statistics of one group of per-seed values (nnstudy.stats.SUMMARY_COLUMNS).

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from . import schemas
 
 STATISTICS = ("mean", "ci_low", "ci_high")
 
@@ -39,10 +39,7 @@ def _writer(folder: Path):
 def write(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
     """Event files of every run (the collected runs table) and of every variant's mean and
     interval (the curves summary), built beside `out` and renamed into place."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with schemas.atomic_dir(out) as tmp:
         for (exp, variant, seed), run in runs.groupby(["experiment", "variant", "seed"], sort=False, observed=True):
             with _writer(tmp / "runs" / _part(exp) / _part(variant) / f"seed{seed}") as w:
                 for r in run.itertuples():
@@ -59,7 +56,3 @@ def write(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
                         value = getattr(r, stat)
                         if not math.isnan(value):
                             w.add_scalar(f"{r.split}/{r.metric}", value, r.epoch)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

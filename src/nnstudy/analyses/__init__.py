@@ -48,9 +48,6 @@ def run_schema(name: str) -> pa.Schema:
 def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Path, device=None) -> None:
     """Each analysis of `wanted` (name -> parameters) for every run in `run_dirs` (each loaded
     once), written to the folder `out` as <name>.parquet; built beside it, then renamed."""
-    import shutil
-    import tempfile
-
     from ..runs import load_run
 
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in wanted}
@@ -62,16 +59,9 @@ def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Pa
                 frames[name].append(entry(name).factory(run, **(params or {})).assign(key=run_dir.name))
             except ValueError as e:  # what an analysis says of its input (e.g. a layer that does not exist)
                 raise SpecError(f"analysis {name!r} of run {run_dir}: {e}") from None
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with schemas.atomic_dir(out) as tmp:
         for name, parts in frames.items():
             schemas.write(pd.concat(parts, ignore_index=True), run_schema(name), tmp / f"{name}.parquet")
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _has_best(run_dir: Path) -> bool:
@@ -102,22 +92,12 @@ def summarise(name: str, labelled: pd.DataFrame, files: list[Path], level: float
 def write_summary(name: str, labelled: pd.DataFrame, files: list[Path], level: float, out: Path) -> None:
     """The analysis's summary folder: each declared table as <table>.parquet and one figure per
     experiment, <experiment>.png; built beside `out` and renamed into place."""
-    import shutil
-    import tempfile
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tables = summarise(name, labelled, files, level)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with schemas.atomic_dir(out) as tmp:
         for table, df in tables.items():
             schemas.write(df, entry(name).extra["tables"][table], tmp / f"{table}.parquet")
         for f in files:
             figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png", entry(name).extra.get("columns", 4))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_summary(name: str, folder: Path) -> dict[str, pd.DataFrame]:

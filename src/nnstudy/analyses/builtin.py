@@ -12,6 +12,11 @@ i32, i64, f64, s = pa.int32(), pa.int64(), pa.float64(), pa.string()
 LABELS = [("experiment", s), ("variant", s)]
 SUMMARY = [("n_seeds", i64), ("mean", f64), ("std", f64), ("ci_low", f64), ("ci_high", f64)]
 
+
+def first_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each variant's first seed (for what seeds differ in beyond averaging)."""
+    return rows[rows["seed"] == rows.groupby(["experiment", "variant"])["seed"].transform("min")]
+
 # -- confusion ------------------------------------------------------------------------------
 
 CONFUSION = pa.schema([("true", i32), ("pred", i32), ("count", i64)])
@@ -115,7 +120,7 @@ def parameter_counts(model) -> pd.DataFrame:
 
 def summarise_summary(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
     """Per variant its layers' parameter counts (the architecture: the same for every seed)."""
-    first = rows[rows["seed"] == rows.groupby(["experiment", "variant"])["seed"].transform("min")]
+    first = first_seed(rows)
     return {"layers": first[["experiment", "variant", "layer", "module", "params", "trainable"]].reset_index(drop=True)}
 
 
@@ -280,7 +285,7 @@ def summarise_boundary(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFra
     top = votes.sort_values("votes", ascending=False, kind="stable").drop_duplicates(by).merge(seeds, on=by)
     regions = top.assign(agreement=top["votes"] / top["n_seeds"]).sort_values(by, kind="stable")
     train = rows[rows["kind"] == "train"]
-    first = train[train["seed"] == train.groupby(["experiment", "variant"])["seed"].transform("min")]
+    first = first_seed(train)
     return {"regions": regions[[*by, "label", "agreement", "n_seeds"]].reset_index(drop=True),
             "points": first[["experiment", "variant", "x1", "x2", "label"]].reset_index(drop=True)}
 
@@ -377,7 +382,7 @@ def filter_mosaic(tiles: pd.DataFrame, per_row: int = 8) -> np.ndarray:
 
 def summarise_filters(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
     """Filters differ from seed to seed (nothing to average): each variant's first seed."""
-    first = rows[rows["seed"] == rows.groupby(["experiment", "variant"])["seed"].transform("min")]
+    first = first_seed(rows)
     return {"tiles": first.drop(columns="seed").reset_index(drop=True)}
 
 
@@ -465,7 +470,7 @@ def summarise_predictions(rows: pd.DataFrame, level: float) -> dict[str, pd.Data
                                             pixels=("pixels", "first")).reset_index()
     agg = agg.merge(top, on=by).astype({"correct": "int64"})
     wrong = rows[rows["kind"] == "wrong"]
-    wrong = wrong[wrong["seed"] == wrong.groupby(["experiment", "variant"])["seed"].transform("min")]
+    wrong = first_seed(wrong)
     return {"fixed": agg[[n for n in FIXED.names]], "wrong": wrong[[n for n in WRONG.names]].reset_index(drop=True)}
 
 
@@ -550,7 +555,7 @@ EMBEDDING = pa.schema([*LABELS, ("index", i64), ("label", i32), ("x", f64), ("y"
 
 def summarise_tsne(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
     """Embeddings of different runs are not aligned (nothing to average): each variant's first seed."""
-    first = rows[rows["seed"] == rows.groupby(["experiment", "variant"])["seed"].transform("min")]
+    first = first_seed(rows)
     return {"points": first.drop(columns="seed").reset_index(drop=True)}
 
 
