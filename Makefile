@@ -1,5 +1,5 @@
 # The two commands of README.md. Each sets up the virtual environment .venv first if missing.
-#   make demo   the offline demo study end to end (results/demo/report.html)
+#   make demo   the default study at its demo budget, offline, end to end (results/cifar10-demo/report.html)
 #   make test   the linters (ruff, snakefmt --check), then the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,8 +12,8 @@ export PATH := $(BIN):$(PATH)
 .PHONY: demo test lint env
 
 demo: env
-	snakemake --cores $(CORES) --configfile studies/demo.yaml --rerun-incomplete
-	@echo "nnstudy demo: report at $(abspath results/demo/report.html)"
+	snakemake --cores $(CORES) --config budget=demo --rerun-incomplete
+	@echo "nnstudy demo: report at $(abspath results/cifar10-demo/report.html)"
 
 test: env lint
 	pytest -q

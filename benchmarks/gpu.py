@@ -290,7 +290,9 @@ def study(out: Report, data_root: Path, k: int, work: Path, train_size: int | No
     """config.yaml through Snakemake, on the JPEG copy, K jobs on the GPU, one run per job."""
     import snakemake  # noqa: F401  (before the clock starts: a missing package fails at once)
 
-    study = yaml.safe_load((ROOT / "config.yaml").read_text())
+    from nnstudy.study import compose
+
+    study = compose([], {}, ROOT / "config.yaml")
     data = {key: v for key, v in study["defaults"]["data"].items() if key not in ("name", "root", "download")}
     study["defaults"]["data"] = {**data, "name": "imagefolder", "root": str(data_root), "train_size": train_size}
     path = work / "study.yaml"

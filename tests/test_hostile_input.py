@@ -7,15 +7,14 @@ import os
 import string
 
 import pytest
-import yaml
 from conftest import ROOT
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from nnstudy import cli
 from nnstudy.spec import SpecError
-from nnstudy.study import Study
+from nnstudy.study import Study, compose
 
-BASE = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())
+BASE = compose([ROOT / "studies" / "cifar10.yaml"], {"budget": "demo"}, ROOT / "config.yaml")
 SAFE = set(string.ascii_letters + string.digits + "_-.")
 bad_names = st.one_of(
     st.sampled_from(["..", ".", ".hidden", "a/b", "../../etc", "x/../../../../f", "a b", "a;rm -rf ~", "`id`",

@@ -99,8 +99,8 @@ def test_check_names_the_line_of_a_yaml_error_and_plans_a_good_study(tmp_path, c
     assert cli.main(["check", "--configfile", str(tmp_path / "bad.yaml")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "bad.yaml") in err and "line 3" in err and err.count("\n") == 1
-    assert cli.main(["check", "--configfile", str(ROOT / "studies" / "demo.yaml")]) == 0
-    assert "study demo: 80 runs planned, 70 to train" in capsys.readouterr().out
+    assert cli.main(["check", "--configfile", str(ROOT / "studies" / "cifar10.yaml"), "--budget", "demo"]) == 0
+    assert "study cifar10-demo: 80 runs planned, 70 to train" in capsys.readouterr().out
 
 
 def test_a_constant_channel_is_scaled_not_divided_by_zero(capsys):

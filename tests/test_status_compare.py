@@ -16,6 +16,8 @@ import torch
 import yaml
 from conftest import ROOT
 
+from nnstudy.training.checkpoint import RunState
+
 from nnstudy import cli, status
 from nnstudy.study import Study
 
@@ -146,7 +148,7 @@ def fake_run(work: Path, study: Study, key: str, state: str, times=(), epoch: in
     elif state == "checkpoint":
         log.write_text(started + "Traceback (most recent call last): an earlier attempt\n")
         os.utime(log, (time.time() - 60,) * 2)  # the checkpoint is newer: a retry is under way
-        torch.save({"run": key, "state": {"epoch": epoch, "metrics": rows}}, out / "checkpoint.pt")
+        torch.save({"run": key, "state": RunState(epoch=epoch, metrics=rows).as_dict()}, out / "checkpoint.pt")
     elif state == "unreadable":
         (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 half written")
     elif state in ("error", "started"):
@@ -175,13 +177,3 @@ def test_each_state_from_the_files_and_the_time_left(tmp_path, monkeypatch):
     assert len(lines) == 1 + 4 + 2 and lines[-1].startswith("total") and "40 s on 2 cores" in lines[-1]
     assert lines[1].startswith("lr/lr=0.01 ") and lines[1].endswith("running at epoch 2/3")
     assert lines[4].startswith("dropout/dropout=0.5 ") and lines[4].endswith("running at epoch ?/3")
-
-
-def test_study_config_is_the_workflows_merge_rule():
-    given = {"seeds": 3, "defaults": {"train": {"epochs": 2}}}  # like --config values: over config.yaml
-    merged = status.study_config(given, ROOT / "config.yaml")
-    default = yaml.safe_load((ROOT / "config.yaml").read_text())
-    assert merged["study"] == default["study"] and merged["seeds"] == 3 and merged["experiments"] == default["experiments"]
-    assert merged["defaults"]["train"] == {**default["defaults"]["train"], "epochs": 2}
-    own = tiny_study()  # a study file with its own name replaces config.yaml whole
-    assert status.study_config(own, ROOT / "missing.yaml") == own and status.study_config(own, ROOT / "missing.yaml") is not own

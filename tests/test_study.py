@@ -1,14 +1,13 @@
 """The run table of a study file: identities, shared runs, selection templates, bad references."""
 import pytest
-import yaml
 from conftest import ROOT
 
 from nnstudy.spec import SpecError
-from nnstudy.study import Study, fmt, labelled, materialise
+from nnstudy.study import Study, compose, fmt, labelled, materialise
 
 
 def default_study():
-    return Study(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    return Study(compose([], {}, ROOT / "config.yaml"))
 
 
 def test_default_study_trains_70_runs_and_shares_identical_specs():
@@ -59,7 +58,7 @@ def borrowed_source(study, seed, p):
      "mode zip needs lists of equal length"),
 ])
 def test_bad_references_name_the_key(change, message):
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = compose([], {}, ROOT / "config.yaml")
     for key, value in change.items():
         config[key].update(value)
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -91,7 +90,7 @@ NAME_RULE = "is not allowed as a name; use letters, digits, '_', '-' and '.', no
     ({"experiments": {"lr": {"grid": {"seed": [1, 2]}}}}, "study.experiments.lr.grid.seed: a study's seeds come from"),
 ])
 def test_names_references_and_sizes_are_checked_when_planning(change, message):
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config = compose([], {}, ROOT / "config.yaml")
     config.update(change)
     with pytest.raises(SpecError) as err:
         Study(config)

@@ -13,9 +13,10 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
+from markupsafe import escape
 
 from nnstudy import plots, schemas
-from nnstudy.study import Study
+from nnstudy.study import Study, compose
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -37,32 +38,33 @@ def planned_runs(output: str) -> dict:
     return {m[1]: m[3].split(", ") for m in re.finditer(r"^Job \d+: train (\S+), seeds ([\d, ]+): runs (.+)$", output, re.M)}
 
 
-def demo_study(tmp: Path, **changes) -> Path:
-    study = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())
-    study["defaults"]["data"]["root"] = str(ROOT / "data" / "demo-cifar10")
-    study.update(changes)
-    path = tmp / "study.yaml"
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
+# The default study (studies/cifar10.yaml) at its CI budget: 2 seeds, 2 epochs, 500 training images.
+TINY = ["--configfile", ROOT / "studies" / "cifar10.yaml", "--config", "budget=tiny"]
+
+
+def workdir(tmp: Path) -> Path:
+    """A working directory whose data/ is the repository's (the study's relative data root)."""
+    (tmp / "data").symlink_to(ROOT / "data", target_is_directory=True)
+    return tmp
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    work = tmp_path_factory.mktemp("demo")
-    study = demo_study(work)
+    work = workdir(tmp_path_factory.mktemp("tiny"))
     started = time.monotonic()
-    run = snakemake("-d", work, "--cores", 2, "--configfile", study)
+    run = snakemake("-d", work, "--cores", 2, *TINY)
     assert run.returncode == 0, run.stderr[-3000:]
-    return {"dir": work, "study": study, "seconds": time.monotonic() - started, "log": run.stderr,
-            "config": Study(yaml.safe_load(study.read_text()))}
+    study = Study(compose([ROOT / "studies" / "cifar10.yaml"], {"budget": "tiny"}, ROOT / "config.yaml"))
+    return {"dir": work, "seconds": time.monotonic() - started, "log": run.stderr, "config": study,
+            "results": work / study.root}
 
 
 def test_demo_study_end_to_end(demo):
-    res = demo["dir"] / "results" / "demo"
-    # 14 training jobs (a variant's 5 seeds each) train the 70 runs, each in its own folder.
-    assert job_counts(demo["log"])["train"] == 14
-    assert sum(map(len, planned_runs(demo["log"]).values())) == 70
-    assert len(list((res / "train").glob("*/run.json"))) == 70
+    res = demo["results"]
+    # 12 training jobs (a variant's 2 seeds each) train the 24 runs, each in its own folder.
+    assert job_counts(demo["log"])["train"] == 12
+    assert sum(map(len, planned_runs(demo["log"]).values())) == 24
+    assert len(list((res / "train").glob("*/run.json"))) == 24
     for name, schema in schemas.SUMMARY_TABLES.items():
         table = schemas.read(res / "summary" / f"{name}.parquet", schema)
         assert len(table) > 0, name
@@ -78,13 +80,13 @@ def test_demo_study_end_to_end(demo):
     assert page.count("data:image/png;base64") == len(names) + analysed
     # Per experiment: its seed-averaged confusion matrices and per-class accuracy with intervals.
     per_class = pd.read_parquet(res / "summary" / "analyses" / "confusion" / "per_class.parquet")
-    assert set(per_class["experiment"]) == set(experiments) and (per_class["n_seeds"] == 5).all()
-    assert len(per_class) == 16 * 10  # every variant, every class
+    assert set(per_class["experiment"]) == set(experiments) and (per_class["n_seeds"] == 2).all()
+    assert len(per_class) == 14 * 10  # every variant, every class
     findings = {"lr_schedule": 2, "dropout": 8, "transfer": 4, "gradient_flow": 2}  # comparisons whose A is there
     for exp in experiments:  # its question, table, findings, curves, seed-averaged confusion matrices
         start = page.index(f'<section id="exp-{exp}">')
         section = page[start:page.index("</section>", start)]
-        assert experiments[exp]["description"] in section and "test accuracy, % [CI]" in section
+        assert escape(experiments[exp]["description"]) in section and "test accuracy, % [CI]" in section
         assert section.count("<li>") == findings.get(exp, 0) and f"curves_{exp}.png" in section
         assert "<h3>confusion</h3>" in section and "per-class test accuracy" in section and "most confused pairs" in section
     # TensorBoard (the demo sets tensorboard: true): a run's event file holds its metrics.parquet values.
@@ -94,12 +96,12 @@ def test_demo_study_end_to_end(demo):
     events = scalars(res / "tensorboard" / "runs" / "lr" / "lr=0.03" / "seed0")["test/accuracy"]
     assert [v for _, v in events] == pytest.approx(run.query("split == 'test'").sort_values("epoch")["accuracy"].tolist())
     counts = pd.read_parquet(res / "analyses" / "lr" / "confusion.parquet").groupby("key")["count"].sum()
-    assert len(counts) == 25 and (counts == 500).all()  # each lr run's 500 test images
+    assert len(counts) == 6 and (counts == 500).all()  # each lr run's 500 test images
     # One read_parquet call gives the whole study, labelled.
     runs = pd.read_parquet(res / "runs")
     assert {"run", "experiment", "variant", "seed", "optim.lr", "model.dropout", "model.batchnorm"} <= set(runs.columns)
     per_variant = runs.groupby(["experiment", "variant"], observed=True)["seed"].nunique()
-    assert len(per_variant) == 16 and (per_variant == 5).all()
+    assert len(per_variant) == 14 and (per_variant == 2).all()
     grads = pd.read_parquet(res / "gradients")
     assert set(grads["experiment"].astype(str)) == set(demo["config"].config["experiments"])
     # Shared runs are trained once: p = 0 of the dropout experiment is gradient_flow's no-dropout variant.
@@ -108,7 +110,7 @@ def test_demo_study_end_to_end(demo):
 
 
 def test_selections_are_made_on_validation_and_used(demo):
-    res = demo["dir"] / "results" / "demo"
+    res = demo["results"]
     best_lr = json.loads((res / "selections" / "best_lr.json").read_text())
     means = {c["value"]: c["mean"] for c in best_lr["candidates"]}
     assert best_lr["value"] == max(means, key=means.get) and "val accuracy" in best_lr["chosen_on"]
@@ -117,16 +119,16 @@ def test_selections_are_made_on_validation_and_used(demo):
     runs = pd.read_parquet(res / "runs")
     sched = runs[(runs["experiment"] == "lr_schedule") & (runs["split"] == "train")]
     assert (sched.query("epoch == 1")["lr"] == best_lr["value"]).all()
-    assert (sched.query("epoch == 4")["lr"] < best_lr["value"]).all()  # cosine decay from the best LR
+    assert (sched.query("epoch == 2")["lr"] < best_lr["value"]).all()  # cosine decay from the best LR
     transfer = set(runs[runs["experiment"] == "transfer"]["variant"])
     assert transfer == {"dropout=0.0", f"dropout={best_p['value']!r}"}
     comp = pd.read_parquet(res / "summary" / "comparisons.parquet")
     assert set(comp["family"]) == {"scheduler_vs_best_fixed_lr", "dropout_vs_none", "transfer_vs_joint", "batchnorm_vs_none"}
-    assert comp.query("family == 'transfer_vs_joint'")["n_pairs"].eq(5).all()
+    assert comp.query("family == 'transfer_vs_joint'")["n_pairs"].eq(2).all()
 
 
 def test_second_invocation_runs_nothing(demo):
-    again = snakemake("-d", demo["dir"], "--cores", 2, "--configfile", demo["study"])
+    again = snakemake("-d", demo["dir"], "--cores", 2, *TINY)
     assert again.returncode == 0 and "Nothing to be done" in again.stderr, again.stderr[-2000:]
 
 
@@ -138,7 +140,7 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
     hidden = tmp_path / "moved"
     run_dir.rename(hidden)
     try:
-        plan = snakemake("-d", demo["dir"], "-n", "--cores", 2, "--configfile", demo["study"])
+        plan = snakemake("-d", demo["dir"], "-n", "--cores", 2, *TINY)
     finally:
         hidden.rename(run_dir)
         job.write_bytes(kept)  # planning reopened the run's job (removed its file); the run is back
@@ -151,15 +153,15 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
 
 def test_killed_training_job_resumes_and_only_it_reruns(demo):
     study, work = demo["config"], demo["dir"]
-    row = next(r for r in study.rows if r.variant == "dropout=0.0,batchnorm=true" and r.seed == 2)
+    row = next(r for r in study.rows if r.variant == "dropout=0.0,batchnorm=true" and r.seed == 1)
     run_dir = work / study.run_dir(row.key)
     before = schemas.read(run_dir / "metrics.parquet", schemas.METRICS)
-    others = {p: p.stat().st_mtime_ns for p in (work / "results" / "demo" / "train").glob("*/run.json")
+    others = {p: p.stat().st_mtime_ns for p in (demo["results"] / "train").glob("*/run.json")
               if p.parent != run_dir}
     for f in run_dir.iterdir():
         f.unlink()
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", work, "--cores", "2",
-                             "--configfile", demo["study"]], env=ENV, start_new_session=True,
+                             *TINY], env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while True:
@@ -173,12 +175,12 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (run_dir / "run.json").exists()
-    assert snakemake("-d", work, "--unlock", "--configfile", demo["study"]).returncode == 0
-    rerun = snakemake("-d", work, "--cores", 2, "--configfile", demo["study"], "--rerun-incomplete")
+    assert snakemake("-d", work, "--unlock", *TINY).returncode == 0
+    rerun = snakemake("-d", work, "--cores", 2, *TINY, "--rerun-incomplete")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert job_counts(rerun.stderr)["train"] == 1
-    log = (work / "logs" / "demo" / "train" / f"{study.job_of[row.key]}.log").read_text()
-    assert re.search(r"resumed from checkpoint after epoch [123]\b", log), log
+    log = (work / "logs" / study.name / "train" / f"{study.job_of[row.key]}.log").read_text()
+    assert re.search(r"resumed from checkpoint after epoch 1\b", log), log
     manifest = json.loads((run_dir / "run.json").read_text())
     assert len(manifest["resumed_from"]) == 1
     after = schemas.read(run_dir / "metrics.parquet", schemas.METRICS)
@@ -194,10 +196,8 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
     ({"defaults": {"model": {"activation": "swish"}}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),
 ])
 def test_study_file_typo_fails_naming_the_key(tmp_path, change, message):
-    path = demo_study(tmp_path)
-    study = yaml.safe_load(path.read_text())
-    study.update(change)
-    path.write_text(yaml.safe_dump(study))
+    path = tmp_path / "study.yaml"  # the CI budget of the default study, with one typo
+    path.write_text(yaml.safe_dump({"extends": str(ROOT / "studies" / "cifar10.yaml"), "budget": "tiny", **change}))
     run = snakemake("-d", tmp_path, "-n", "--configfile", path)
     assert run.returncode != 0 and message in run.stderr + run.stdout, run.stderr[-2000:]
     assert not (tmp_path / "results").exists()
@@ -252,7 +252,7 @@ def test_the_demo_report_loads_in_a_browser_with_every_image_decoded(demo, tmp_p
         if os.environ.get("NNSTUDY_BROWSER_TESTS"):
             pytest.fail("chromium is not installed (.ci/run installs Debian's package)")
         pytest.skip("chromium is not installed")
-    page = (demo["dir"] / "results" / "demo" / "report.html").read_text()
+    page = (demo["results"] / "report.html").read_text()
     probed = tmp_path / "report.html"
     probed.write_text(page.replace("<body>", "<body>" + PROBE, 1))
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",

@@ -88,7 +88,8 @@ def _list(args) -> None:
     registry.load_plugins(args.plugins, "--plugins")
     kinds = [(r, f"{s}.name") for s, r in registry.REGISTRIES.items()] + [(registry.ANALYSES, "an experiment's analyses")]
     for reg, where in kinds:
-        print(f"{reg.kind}s ({where}; a factory {reg.describe_factory}):")
+        plural = {"loss": "losses", "analysis": "analyses"}.get(reg.kind, reg.kind + "s")
+        print(f"{plural} ({where}; a factory {reg.describe_factory}):")
         for e in reg.entries():
             own = ", ".join(f"{k}={json.dumps(v.get('default'))}" for k, v in e.params.items())
             what = f"= {e.target} with {json.dumps(e.defaults)}" if e.target else f"({own})" if own else ""
@@ -98,9 +99,9 @@ def _list(args) -> None:
 
 
 def _check(args) -> None:
-    from . import status
+    from .study import read_study
 
-    study = status.read_study(args.configfile)
+    study = read_study(args.configfile, args.budget)
     study.check_plugins()
     print(f"{args.configfile}: study {study.name}: {len(study.rows)} runs planned, {len(study.trained)} to train "
           f"({len(study.config['experiments'])} experiments, {len(study.seeds)} seeds)")
@@ -108,17 +109,19 @@ def _check(args) -> None:
 
 def _status(args) -> None:
     from . import status
+    from .study import read_study
 
     if args.cores < 1:
         raise ValueError(f"--cores: {args.cores} is not allowed; at least 1")
-    report = status.status(status.read_study(args.configfile), cores=args.cores)
+    report = status.status(read_study(args.configfile, args.budget), cores=args.cores)
     print(json.dumps(report) if args.json else status.text(report))
 
 
 def _compare(args) -> None:
-    from . import compare, status
+    from . import compare
+    from .study import read_study
 
-    row = compare.compare(status.read_study(args.configfile), args.results, args.a, args.b, args.metric, args.paired)
+    row = compare.compare(read_study(args.configfile, args.budget), args.results, args.a, args.b, args.metric, args.paired)
     print(json.dumps(row) if args.json else compare.sentence(row))
 
 
@@ -156,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("check", help="validate and plan a study file (YAML errors with their line), train nothing")
     p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
+    p.add_argument("--budget", help="one of the study's budgets (default: the file's own `budget:`, if any)")
     p.set_defaults(func=_check, errors=(OSError,))
 
     p = sub.add_parser("status", help="runs planned, finished, diverged, running, failed, pending; time left")
     p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
+    p.add_argument("--budget", help="one of the study's budgets (default: the file's own `budget:`, if any)")
     p.add_argument("--cores", type=int, default=1, help="training jobs at a time, for the time left (default: 1)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     # Files the workflow is writing may be missing or half-read: one line, never a traceback.
@@ -173,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--paired", action="store_true", help="paired t-test over seeds (default: Welch)")
     p.add_argument("--json", action="store_true", help="the comparison row as JSON (NaN as null)")
     p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
+    p.add_argument("--budget", help="one of the study's budgets (default: the file's own `budget:`, if any)")
     p.set_defaults(func=_compare, errors=(OSError, ValueError))
 
     args = parser.parse_args(argv)

@@ -148,7 +148,7 @@ def write(config: dict, summary_paths: dict, figures: list[Path], manifests: lis
         findings = [finding(r) for _, r in comp.iterrows() if r["variant_a"].split("/", 1)[0] == exp]
         has_cost = cost is not None and exp in set(cost["experiment"])
         experiments.append({
-            "name": exp, "description": c.get("description", ""), "findings": findings,
+            "name": exp, "description": c.get("description", ""), "target": c.get("target"), "findings": findings,
             "table": Markup(_table(experiment_table(final[final["experiment"] == exp],
                                                     cost[cost["experiment"] == exp] if has_cost else None))),
             "figures": [Markup(_img(p)) for p in mine],

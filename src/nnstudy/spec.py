@@ -247,6 +247,17 @@ def set_(spec: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def unset(spec: dict, dotted: str) -> None:
+    """Remove a dotted key where it is set (its default then applies)."""
+    *parents, leaf = dotted.split(".")
+    node = spec
+    for part in parents:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(leaf, None)
+
+
 def check_dotted(dotted: str, where: str) -> None:
     """Raise SpecError unless `dotted` names a key of the run spec (for a registry section: a key
     that the section shares or that some registered entry takes)."""

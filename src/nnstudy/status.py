@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from .spec import SpecError
 from .study import Study, load_selections, materialise, needs
 
 STATES = ("finished", "diverged", "running", "failed", "pending")
@@ -34,40 +32,6 @@ FAILED = re.compile(r"Traceback|Error|nnstudy: error")
 STARTED = re.compile(r"nnstudy: run (\S+): starting")  # `nnstudy train` starts each run of a job so
 ESTIMATE = ("median seconds per epoch of the variant, else of the study, "
             "x epochs left of running and pending runs / cores")
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        return yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise SpecError(f"study file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-
-
-def study_config(given: dict, default: Path) -> dict:
-    """The study a workflow runs, as a new dict: `given` (a study file, --config values) whole
-    when it has its own `study:` name, so a second study never inherits the default study's
-    experiments; otherwise the default study file with `given`'s values merged over it."""
-    given = json.loads(json.dumps(given))  # a plain copy of Snakemake's config object
-    if "study" in given:
-        return given
-    base = read_yaml(default)
-    _merge(base, given)
-    return base
-
-
-def _merge(base: dict, extra: dict) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def read_study(configfile: Path, default: Path = Path("config.yaml")) -> Study:
-    """The study of `configfile`, assembled as the workflow assembles it (study_config)."""
-    return Study(study_config(read_yaml(configfile), default))
 
 
 @dataclass
@@ -151,12 +115,14 @@ def _checkpoint(path: Path) -> tuple[int | str, list]:
     replaces it or finishes (it is removed once run.json is written)."""
     import torch  # only here: everything else status reads is JSON and Parquet
 
+    from .training.checkpoint import RunState
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state"]
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError):
+        state = RunState.from_dict(torch.load(path, map_location="cpu", weights_only=True)["state"])
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError):
         return "?", []
-    times = {row["epoch"]: row["epoch_time"] for row in state["metrics"]}  # one row per split
-    return int(state["epoch"]), [t for t in times.values() if math.isfinite(t)]
+    times = {row["epoch"]: row["epoch_time"] for row in state.metrics}  # one row per split
+    return state.epoch, [t for t in times.values() if math.isfinite(t)]
 
 
 def variant_label(study: Study, row, selections: dict) -> str:

@@ -16,16 +16,19 @@ os.environ.update(
 
 from nnstudy import plots, schemas, spec
 from nnstudy.runs import heal, reopen
-from nnstudy.status import study_config
-from nnstudy.study import Study
+from nnstudy.study import Study, compose
 
 min_version("8.0")
 
 
-# A study file given with --configfile replaces config.yaml whole (it has its own `study:`), so
-# a second study never inherits the default one's experiments; values without `study:` (e.g.
-# --config seeds=3) override config.yaml. `nnstudy status` reads a study the same way.
-_study = study_config(config, Path(workflow.basedir) / "config.yaml")
+# The study from its files (nnstudy.study.compose: `extends`, then its budget, then --config
+# values): a study file with its own `study:` replaces config.yaml whole, so a second study never
+# inherits the default one's experiments. `nnstudy check/status` read a study the same way.
+_study = compose(
+    workflow.config_settings.configfiles,
+    workflow.config_settings.config,
+    Path(workflow.basedir) / "config.yaml",
+)
 config.clear()
 config.update(_study)
 STUDY = Study(config)  # first: its errors name the key and the allowed keys or values

@@ -71,7 +71,9 @@ def needs(obj) -> set[str]:
 
 def variant_label(values: dict) -> str:
     """A variant's label from its grid values: "lr=0.01", "dropout=0.5,batchnorm=true" (a key's
-    last part, or the whole dotted key where last parts repeat)."""
+    last part, or the whole dotted key where last parts repeat); a null value (the key left out
+    of that variant) is not shown."""
+    values = {k: v for k, v in values.items() if v is not None}
     if not values:
         return "default"
     leaves = [k.rsplit(".", 1)[-1] for k in values]
@@ -268,7 +270,10 @@ class Study:
     def _template(self, exp: str, values: dict, seed: int) -> dict:
         spec = copy.deepcopy(self.defaults)
         for key, value in {**self.config["experiments"][exp]["set"], **values}.items():
-            spec_mod.set_(spec, key, copy.deepcopy(value))
+            if value is None:  # null leaves the key out (its default), as in a study's merge rules
+                spec_mod.unset(spec, key)
+            else:
+                spec_mod.set_(spec, key, copy.deepcopy(value))
         spec["seed"] = seed
         spec["plugins"] = dict(self.plugins)  # resolve keeps those of the entries it uses
         return spec
