@@ -118,7 +118,7 @@ def _epoch(path: Path) -> int:
 
 
 def test_cancelled_job_is_resubmitted_and_resumes(cluster, tmp_path):
-    study = study_file(tmp_path, data={"train_size": 2000}, model={"hidden": [256]}, train={"epochs": 30})
+    study = study_file(tmp_path, data={"train_size": 2000}, model={"hidden": [256]}, train={"epochs": 12})
     spec = yaml.safe_load(study.read_text())
     spec["experiments"]["lr"]["grid"]["optim.lr"] = [0.05]
     spec["seeds"] = 1

@@ -190,7 +190,7 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"seedz": 3}, "study: unknown key 'seedz'; allowed keys: analysis_weights, ci_level, comparisons, curve_splits"),
+    ({"seedz": 3}, "study: unknown key 'seedz'; allowed keys: analysis_weights, budget, budgets, ci_level"),
     ({"experiments": {"lr": {"grid": {"optim.lrr": [0.1]}}}},
      "'optim.lrr' is not a spec key; allowed under optim: alpha, betas, lr, momentum"),
     ({"defaults": {"model": {"activation": "swish"}}}, "allowed values: relu, leaky_relu, sigmoid, tanh"),

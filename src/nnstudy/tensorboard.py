@@ -19,12 +19,6 @@ from . import schemas
 STATISTICS = ("mean", "ci_low", "ci_high")
 
 
-def available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
-
-
 def _part(name: str) -> str:
     """A label as one path part: characters outside letters, digits and _.,=- become '_'."""
     return re.sub(r"[^A-Za-z0-9_.,=-]", "_", str(name)) or "_"
