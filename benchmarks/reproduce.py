@@ -12,7 +12,10 @@ Finished runs are never trained again, so a second call only redoes what is miss
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -63,20 +66,19 @@ def run(name: str, budget: str, work: Path, cores: int) -> float:
            "--configfile", str(ROOT / "studies" / f"{name}.yaml"), "--config", f"budget={budget}",
            "--rerun-incomplete"]
     print(f"reproduce: {name} at budget {budget}", flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    # The jobs' `python -m nnstudy` is this interpreter's (its environment's bin first on PATH).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.monotonic() - started
 
 
 def rows(name: str, budget: str, work: Path) -> list[dict]:
     """One row per variant: its final test accuracy over seeds, beside the experiment's target;
-    "full" where the variant's runs are exactly those of the study at full budget (same run ids)."""
+    "full" where the variant's run specs are those of the study at full budget."""
     path = ROOT / "studies" / f"{name}.yaml"
     full = Study(compose([path], {}, ROOT / "config.yaml"))
     study = Study(compose([path], {"budget": budget}, ROOT / "config.yaml"))
-    ids = {}
-    for which, s in (("full", full), ("here", study)):
-        for r in s.trained.values():
-            ids.setdefault((which, r.experiment, r.variant), set()).add(r.key)
+    at_full = {key for key, specs in _specs(study).items() if _specs(full).get(key) == specs}
     final = schemas.read(work / study.root / "summary" / "final.parquet", schemas.FINAL)
     final = final.query("split == 'test' and metric == 'accuracy'")
     out = []
@@ -87,12 +89,22 @@ def rows(name: str, budget: str, work: Path) -> list[dict]:
                             target=_pct(target), verdict=f"not measured here: {NOT_HERE.get((name, exp), '')}"))
             continue
         for r in final[final["experiment"] == exp].itertuples():
-            at_full = ids.get(("here", exp, r.variant)) == ids.get(("full", exp, r.variant))
             verdict = "" if target is None else ("met" if r.mean >= target else "missed")
-            out.append(dict(study=name, experiment=exp, variant=r.variant, budget="full" if at_full else budget,
+            out.append(dict(study=name, experiment=exp, variant=r.variant, budget="full" if (exp, r.variant) in at_full else budget,
                             n=str(r.n_seeds), mean=_pct(r.mean), ci=f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]",
                             target=_pct(target), verdict=verdict))
     return out
+
+
+def _specs(study: Study) -> dict:
+    """(experiment, variant) -> its runs' specs (resolved, or templates awaiting a selection),
+    without the transfer source's path, which names the study's results folder."""
+    out: dict = {}
+    for r in study.rows:
+        spec = copy.deepcopy(r.spec)
+        spec.get("transfer", {}).pop("source", None)
+        out.setdefault((r.experiment, r.variant), []).append(json.dumps(spec, sort_keys=True))
+    return {key: sorted(specs) for key, specs in out.items()}
 
 
 def _pct(x) -> str:
@@ -163,10 +175,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "reproduction.md")
     args = ap.parse_args()
     work = workdir(args.work.resolve())
-    seconds = {}
+    timings = work / "seconds.json"  # each study's last run time, kept for --no-run
+    seconds = json.loads(timings.read_text()) if timings.exists() else {}
     for name, (budget, _) in RUNS.items():
         if not args.no_run and (not args.only or name in args.only):
             seconds[name] = run(name, budget, work, args.cores)
+            timings.write_text(json.dumps(seconds))
     table = pd.DataFrame([r for name, (b, _) in RUNS.items() for r in rows(name, b, work)])
     args.out.write_text(markdown(table, seconds))
     print(f"reproduce: wrote {args.out}")
