@@ -59,7 +59,28 @@ def test_seed_changes_the_run(shared_data, tmp_path):
     assert not np.array_equal(la, lb)
 
 
-def test_gradient_mean_std_match_float64_reference():
+def test_gradient_stats_count_a_parameter_a_step_did_not_use_as_zero():
+    from nnstudy.training.callbacks import GradientStats
+
+    class TwoHeads(torch.nn.Module):  # a user model whose second head this step does not use
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.a(x)
+
+    model = TwoHeads()
+    stats = GradientStats(model, {"a": 0, "b": 1})
+    model(torch.ones(4, 3)).sum().backward()
+    stats.after_backward()
+    rows = {r["layer"]: r for r in stats.end_epoch("r", 1)}
+    assert rows["a.bias"]["grad_mean"] == 4.0 and rows["a.bias"]["grad_norm"] == pytest.approx(32 ** 0.5)
+    assert rows["b.weight"]["grad_abs_mean"] == 0.0 and rows["b.weight"]["steps"] == 1
+
+
+def test_gradient_stats_match_float64_reference():
+    # float32 running sums over an epoch's steps, reduced in float64: 1e-6 relative at most.
     torch.manual_seed(0)
     from nnstudy import models
     from nnstudy.training.callbacks import GradientStats
@@ -69,7 +90,7 @@ def test_gradient_mean_std_match_float64_reference():
     stats = GradientStats(model, models.forward_order(model, (1, 8, 8)))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     stored = {n: [] for n, _ in model.named_parameters()}
-    for _ in range(7):
+    for _ in range(60):
         x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
@@ -83,16 +104,24 @@ def test_gradient_mean_std_match_float64_reference():
         g = np.stack(steps)
         r = rows[name]
         scale = np.abs(g).max()
-        assert r["steps"] == 7 and r["numel"] == g[0].size
+        assert r["steps"] == 60 and r["numel"] == g[0].size
         assert abs(r["grad_mean"] - g.mean()) <= 1e-6 * scale
         assert abs(r["grad_std"] - g.std()) <= 1e-6 * scale
-        assert r["grad_abs_mean"] == pytest.approx(np.abs(g).mean(), rel=1e-9)
-        assert r["grad_norm"] == pytest.approx(np.mean([np.linalg.norm(s) for s in steps]), rel=1e-9)
+        assert r["grad_abs_mean"] == pytest.approx(np.abs(g).mean(), rel=1e-6)
+        assert r["grad_norm"] == pytest.approx(np.mean([np.linalg.norm(s) for s in steps]), rel=1e-6)
     # Layer index is depth in forward order; batch norm shares its layer's index.
     assert [rows[n]["layer_index"] for n in
             ("features.conv1.weight", "features.bn1.weight", "classifier.fc1.weight",
              "classifier.bn_fc1.bias", "classifier.fc2.weight")] == [0, 0, 1, 1, 2]
     assert rows["features.bn1.weight"]["module"] == "BatchNorm2d"
+    # The next epoch starts from zero.
+    opt.zero_grad()
+    F.cross_entropy(model(torch.randn(16, 1, 8, 8)), torch.randint(0, 3, (16,))).backward()
+    stats.after_backward()
+    again = {r["layer"]: r for r in stats.end_epoch("r", 2)}
+    g = model.classifier.fc2.weight.grad.double()
+    assert again["classifier.fc2.weight"]["steps"] == 1
+    assert again["classifier.fc2.weight"]["grad_abs_mean"] == pytest.approx(g.abs().mean().item(), rel=1e-6)
 
 
 def _checkpoint_epoch(path):

@@ -10,11 +10,15 @@ from torch import nn
 
 
 class GradientStats:
-    """Exact per-tensor mean/std of dL/dw over all elements of all steps of an epoch.
+    """Per-tensor mean/std of dL/dw over all elements of all steps of an epoch, the mean |dL/dw|
+    and the mean of the step's L2 norm.
 
-    After each backward, four float64 sums per trainable tensor go into one device buffer:
-    sum g, sum g^2, sum |g| and the step's L2 norm. No per-step host sync (`.item()`): the
-    buffer is read once in `end_epoch`. The variance comes from the float64 sums.
+    After each backward, a fixed handful of kernels whatever the number of tensors (the step of a
+    small model is ~1 ms, so kernel count is the cost): the gradients are added elementwise to two
+    float32 running sums (g and |g|) and their L2 norms (one kernel) to a small buffer of the
+    norm and its square (the square is the step's sum of g^2). Nothing is reduced per step
+    beyond the norms: the running sums are reduced per tensor in float64 once, in `end_epoch`,
+    which is also the epoch's one host sync. The variance comes from those float64 totals.
     """
 
     def __init__(self, model: nn.Module, order: dict[str, int]):
@@ -25,25 +29,32 @@ class GradientStats:
             owner, _, kind = name.rpartition(".")
             self.meta.append((name, order[owner], type(modules[owner]).__name__, kind, p.numel()))
         device = self.params[0][1].device
-        self.sums = torch.zeros(len(self.params), 4, dtype=torch.float64, device=device)
+        # float32 at least (a half-precision gradient is summed in float32)
+        self.sum_g = [torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for _, p in self.params]
+        self.sum_abs = [torch.zeros_like(s) for s in self.sum_g]
+        self.norms = torch.zeros(2, len(self.params), dtype=torch.float64, device=device)
         self.steps = 0
 
     @torch.no_grad()
     def after_backward(self) -> None:
-        grads = [p.grad.detach().double() for _, p in self.params]
-        l2 = torch.stack(torch._foreach_norm(grads, 2))
-        l1 = torch.stack(torch._foreach_norm(grads, 1))
-        total = torch.stack([g.sum() for g in grads])
-        self.sums += torch.stack([total, l2 * l2, l1, l2], dim=1)
+        grads = [p.grad for _, p in self.params]
+        if any(g is None for g in grads):  # a parameter this step did not use: dL/dw = 0
+            grads = [torch.zeros_like(p) if g is None else g for g, (_, p) in zip(grads, self.params)]
+        torch._foreach_add_(self.sum_g, grads)
+        torch._foreach_add_(self.sum_abs, torch._foreach_abs(grads))
+        l2 = torch.stack(torch._foreach_norm(grads)).double()
+        self.norms += torch.stack([l2, l2 * l2])
         self.steps += 1
 
     @torch.no_grad()
     def end_epoch(self, run: str, epoch: int) -> list[dict]:
         """One row per tensor (the GRADIENTS schema) for this epoch; then reset."""
-        sums = self.sums.tolist()  # the one sync of the epoch
+        totals = torch.stack([torch.stack([g.double().sum() for g in self.sum_g]),
+                              torch.stack([a.double().sum() for a in self.sum_abs]), *self.norms])
+        sums = totals.T.tolist()  # the one sync of the epoch
         weight_norms = torch.stack(torch._foreach_norm([p.detach().double() for _, p in self.params])).tolist()
         rows = []
-        for (name, index, module, kind, numel), (s, ss, sa, norm), wn in zip(self.meta, sums, weight_norms):
+        for (name, index, module, kind, numel), (s, sa, norm, ss), wn in zip(self.meta, sums, weight_norms):
             n = self.steps * numel
             mean = s / n if n else math.nan
             var = max(ss / n - mean * mean, 0.0) if n else math.nan
@@ -53,6 +64,7 @@ class GradientStats:
                 grad_abs_mean=sa / n if n else math.nan,
                 grad_norm=norm / self.steps if self.steps else math.nan, weight_norm=wn,
             ))
-        self.sums.zero_()
+        torch._foreach_zero_(self.sum_g + self.sum_abs)
+        self.norms.zero_()
         self.steps = 0
         return rows
