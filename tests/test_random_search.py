@@ -94,6 +94,7 @@ def test_dry_run_lists_every_sample_with_every_seed(tmp_path):
     plan = snakemake("-d", tmp_path, "-n", "--configfile", path)
     out = plan.stderr + plan.stdout
     assert plan.returncode == 0, out[-2000:]
-    assert job_counts(out)["train"] == 4 and "select" not in job_counts(out)  # a job per sample, with both seeds
+    # Jobs of up to runs_per_job (5) runs: two whole samples (both seeds each) per job.
+    assert job_counts(out)["train"] == 2 and "select" not in job_counts(out)
     runs = planned_runs(out)
     assert len(runs) == 4 and all(len(keys) == 2 for keys in runs.values())

@@ -22,6 +22,27 @@ def test_default_study_trains_70_runs_and_shares_identical_specs():
     assert no_dropout == joint  # same resolved spec, one run
 
 
+def test_jobs_pack_whole_variants_and_the_awaited_ones_go_first():
+    def shape(study):
+        return [[(study.trained[k].experiment, study.trained[k].variant) for k in keys] for keys in study.jobs.values()]
+
+    five = default_study()  # runs_per_job 5 = the 5 seeds: a job per variant
+    assert len(five.jobs) == 14 and all(len(set(job)) == 1 and len(job) == 5 for job in shape(five))
+    config = compose([], {"runs_per_job": 12}, ROOT / "config.yaml")
+    twelve = Study(config)
+    jobs = shape(twelve)
+    # Two whole variants of one experiment per job (a third would not fit): lr, dropout, lr_schedule,
+    # gradient_flow (its batch-norm variant; the other is a dropout run), transfer.
+    assert [len(j) for j in jobs] == [10, 10, 5, 10, 10, 5, 5, 5, 10]
+    assert all(len({exp for exp, _ in j}) == 1 and all(j.count(v) == 5 for v in set(j)) for j in jobs)
+    three = Study(compose([], {"runs_per_job": 3}, ROOT / "config.yaml"))  # a variant's 5 seeds: 3 + 2
+    assert [len(j) for j in shape(three)][:4] == [3, 2, 3, 2]
+    # The lr and dropout jobs feed the selections (and transfer sources): priority 1.
+    first = {twelve.trained[twelve.jobs[j][0]].experiment for j in twelve.jobs if twelve.job_priority(j)}
+    assert first == {"lr", "dropout"}
+    assert twelve.describe_job(next(iter(twelve.jobs))).startswith("lr/lr=0.001, seeds 0, 1, 2, 3, 4; lr/lr=0.003, seeds 0")
+
+
 def test_templates_resolve_by_selection_and_borrow_existing_runs():
     study = default_study()
     sched = next(r for r in study.rows if r.experiment == "lr_schedule" and r.seed == 1)

@@ -34,8 +34,15 @@ def job_counts(output: str) -> dict:
 
 
 def planned_runs(output: str) -> dict:
-    """Runs each training job of a Snakemake run or dry run trains: variant -> run keys."""
-    return {m[1]: m[3].split(", ") for m in re.finditer(r"^Job \d+: train (\S+), seeds ([\d, ]+): runs (.+)$", output, re.M)}
+    """Runs the training jobs of a Snakemake run or dry run train: variant -> run keys (a job's
+    message lists its variants, each with its seeds, then its runs in that order)."""
+    runs = {}
+    for m in re.finditer(r"^Job \d+: train (.+): runs (.+)$", output, re.M):
+        keys = iter(m[2].split(", "))
+        for part in m[1].split("; "):
+            variant, seeds = re.fullmatch(r"(\S+), seeds ([\d, ]+)", part).groups()
+            runs[variant] = [next(keys) for _ in seeds.split(", ")]
+    return runs
 
 
 # The default study (studies/cifar10.yaml) at its CI budget: 2 seeds, 2 epochs, 500 training images.
@@ -61,8 +68,9 @@ def demo(tmp_path_factory):
 
 def test_demo_study_end_to_end(demo):
     res = demo["results"]
-    # 12 training jobs (a variant's 2 seeds each) train the 24 runs, each in its own folder.
-    assert job_counts(demo["log"])["train"] == 12
+    # 8 training jobs (up to runs_per_job = 5 runs: two whole variants of 2 seeds, or one) train the
+    # 24 runs, each in its own folder (lr: 2 jobs, dropout: 3, lr_schedule, gradient_flow, transfer: 1 each).
+    assert job_counts(demo["log"])["train"] == len(demo["config"].jobs) == 8
     assert sum(map(len, planned_runs(demo["log"]).values())) == 24
     assert len(list((res / "train").glob("*/run.json"))) == 24
     for name, schema in schemas.SUMMARY_TABLES.items():
@@ -148,7 +156,9 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
     assert job_counts(plan.stderr + plan.stdout) == {"train": 2, "select": 1, "collect": 1, "summarise": 1,
                                                      "figures": 1, "report": 1, "all": 1, "analyse": 2,
                                                      "analysis_summary": 7, "tensorboard": 1}
-    assert set(planned_runs(plan.stdout + plan.stderr)) == {f"lr/lr={row.values['optim.lr']!r}", "lr_schedule/schedule.name=cosine"}
+    same_job = {f"lr/{study.trained[k].variant}" for k in study.jobs[study.job_of[row.key]]}  # lr=0.01 and 0.03
+    assert f"lr/lr={row.values['optim.lr']!r}" in same_job and len(same_job) == 2
+    assert set(planned_runs(plan.stdout + plan.stderr)) == same_job | {"lr_schedule/schedule.name=cosine"}
 
 
 def test_killed_training_job_resumes_and_only_it_reruns(demo):
@@ -221,7 +231,8 @@ def test_second_study_does_not_inherit_the_default_experiments(tmp_path):
     plan = snakemake("-n", "--configfile", tmp_path / "tiny.yaml")  # from the repository root, next to config.yaml
     out = plan.stderr + plan.stdout
     assert plan.returncode == 0, out[-2000:]
-    assert job_counts(out)["train"] == 2 and "results/cifar10" not in out and "select" not in job_counts(out)
+    # One training job: both variants' 2 seeds (4 runs <= runs_per_job).
+    assert job_counts(out)["train"] == 1 and "results/cifar10" not in out and "select" not in job_counts(out)
     overridden = snakemake("-n", "--config", "seeds=2", "runs_per_job=1")  # no `study:`: overrides config.yaml
     assert job_counts(overridden.stderr + overridden.stdout)["train"] == 28
 

@@ -18,7 +18,7 @@ from nnstudy import plots, schemas, spec
 from nnstudy.runs import heal, reopen
 from nnstudy.study import Study, compose
 
-min_version("8.0")
+min_version("9.17")  # priority as a function of the job
 
 
 # The study from its files (nnstudy.study.compose: `extends`, then its budget, then --config
@@ -72,6 +72,11 @@ def job_runs(wildcards):
     """The job's runs as JSON: each one's spec (resolved, or a template with selection
     placeholders) and directory."""
     return json.dumps(STUDY.job_runs(wildcards.job))
+
+
+def job_priority(wildcards):
+    """Jobs that selections or transfers wait on first (nnstudy.study.Study.job_priority)."""
+    return STUDY.job_priority(wildcards.job)
 
 
 def job_description(wildcards):

@@ -1,5 +1,5 @@
-# A training job trains some runs of one variant (its seeds; `runs_per_job` in the study) one
-# after another in one process. Each run keeps its own folder, atomic outputs, checkpoint and
+# A training job trains up to `runs_per_job` runs (whole variants of one experiment) one after
+# another in one process; the jobs selections and transfers wait on go first (job_priority). Each run keeps its own folder, atomic outputs, checkpoint and
 # resume; the job's file lists them once all have finished. A killed job resumes its unfinished
 # runs only: finished ones return at once.
 rule train:
@@ -9,6 +9,7 @@ rule train:
         f"{R}/jobs/{{job}}.json",
     log:
         f"logs/{STUDY.name}/train/{{job}}.log",
+    priority: job_priority
     conda:
         "../../environment.yml"
     threads: 1

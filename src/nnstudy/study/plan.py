@@ -12,6 +12,7 @@ drawn here too, from its own seed, so its samples are variants like grid values.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib.util
 import itertools
@@ -361,17 +362,25 @@ class Study:
                 check_factories(resolved, where)
 
     def _bundle(self, size: int) -> dict[str, list[str]]:
-        """Training jobs: the trained runs of each variant (its seeds), `size` at a time, named by
-        the hash of their keys (so adding seeds adds jobs and leaves finished ones alone)."""
+        """Training jobs of at most `size` runs: whole variants (their seeds) of one experiment
+        packed together in plan order; a variant with more runs than `size` is split into jobs
+        of its own. A job is named by the hash of its run keys (so adding seeds adds jobs and
+        leaves finished ones alone)."""
         variants: dict[tuple, list[str]] = {}
         for key, row in self.trained.items():
             variants.setdefault((row.experiment, row.variant), []).append(key)
-        jobs = {}
-        for keys in variants.values():
-            for i in range(0, len(keys), size):
-                chunk = keys[i:i + size]
-                jobs["j" + hashlib.sha256(",".join(chunk).encode()).hexdigest()[:12]] = chunk
-        return jobs
+        chunks: list[list[str]] = []
+        last = None  # the experiment of the last chunk, while whole variants may join it
+        for (exp, _), keys in variants.items():
+            if len(keys) > size:
+                chunks += [keys[i:i + size] for i in range(0, len(keys), size)]
+                last = None
+            elif last == exp and len(chunks[-1]) + len(keys) <= size:
+                chunks[-1] = chunks[-1] + keys
+            else:
+                chunks.append(list(keys))
+                last = exp
+        return {"j" + hashlib.sha256(",".join(keys).encode()).hexdigest()[:12]: keys for keys in chunks}
 
     # -- what the workflow asks ----------------------------------------------------------
     def rows_of(self, experiment: str) -> list[Row]:
@@ -400,15 +409,30 @@ class Study:
             sources += [Path(p).parent.name for p in paths]
         return {"selections": [self.selection_path(n) for n in sorted(selections)], "sources": self.jobs_of(sources)}
 
+    def job_priority(self, job: str) -> int:
+        """1 for a training job that later steps wait on (a selection chooses among its runs, or
+        a transfer starts from their weights), else 0: Snakemake starts those first, so a study's
+        second phase (scheduled or transfer runs) overlaps its first instead of following it."""
+        return int(self.job_path(job) in self._awaited)
+
+    @functools.cached_property
+    def _awaited(self) -> set[str]:
+        """The files of the training jobs that selections or transfers wait on."""
+        chosen = (r.key for sel in self.config["selections"].values() for r in self.rows_of(sel["experiment"]))
+        return {*self.jobs_of(k for k in chosen if k), *(f for job in self.jobs for f in self.job_inputs(job)["sources"])}
+
     def job_runs(self, job: str) -> list[dict]:
         """What a training job trains: each run's spec (resolved, or a template) and directory."""
         return [{"spec": self.trained[k].spec, "out": self.run_dir(k)} for k in self.jobs[job]]
 
     def describe_job(self, job: str) -> str:
-        """"EXPERIMENT/VARIANT, seeds 0, 1, ...: runs KEY, ..." (Snakemake's message for the job)."""
-        rows = [self.trained[k] for k in self.jobs[job]]
-        return (f"{rows[0].experiment}/{rows[0].variant}, seeds {', '.join(str(r.seed) for r in rows)}: "
-                f"runs {', '.join(self.jobs[job])}")
+        """"EXPERIMENT/VARIANT, seeds 0, 1, ...[; EXPERIMENT/VARIANT, seeds ...]: runs KEY, ..."
+        (Snakemake's message for the job: each variant it trains, then its runs in that order)."""
+        seeds: dict[str, list[str]] = {}
+        for key in self.jobs[job]:
+            row = self.trained[key]
+            seeds.setdefault(f"{row.experiment}/{row.variant}", []).append(str(row.seed))
+        return "; ".join(f"{v}, seeds {', '.join(s)}" for v, s in seeds.items()) + f": runs {', '.join(self.jobs[job])}"
 
     def analyses(self) -> dict[str, list[str]]:
         """Analysis name -> the experiments that switch it on."""
