@@ -4,8 +4,9 @@ no pass/fail. Sections (all by default; --only picks some):
   loops      whole-process wall time of `nnstudy train` vs the notebook and the careful loop
              (benchmarks/loops.py) on the MNIST MLP (10 epochs, 60,000 images) and the 2-conv
              CNN on 10,000 CIFAR-10 JPEG images (2 epochs)
-  telemetry  training epochs with and without per-layer gradient statistics, same process
-  study      the demo study through Snakemake: wall time vs its runs' training time / cores
+  telemetry  training epochs with and without per-layer gradient statistics, same process; and
+             the MLP's whole `nnstudy train` process with and without them
+  study      the demo study (`make demo`) through Snakemake: wall time vs its runs' training time / cores
   summaries  plan, collect, summarise and figures of a synthetic 10,000-run study
 
   python benchmarks/bench_study.py [--only loops,telemetry] [--reps 3] [--data ../shared/data]
@@ -84,6 +85,23 @@ def telemetry(args, tmp: Path) -> None:
     baseline = {**specs(args.data)["cnn"], "model": {"name": "baseline"}}
     for task, spec in (("mlp", specs(args.data)["mlp"]), ("baseline cnn", baseline)):
         telemetry_of(task, spec, args)
+    whole_runs(specs(args.data)["mlp"], args, tmp)
+
+
+def whole_runs(spec: dict, args, tmp: Path) -> None:
+    """The MLP's whole `nnstudy train` process with gradient statistics on and off."""
+    paths = {}
+    for on in (True, False):
+        paths[on] = tmp / f"mlp-gradients-{on}.json"
+        paths[on].write_text(json.dumps({**spec, "train": {**spec["train"], "gradients": on}}))
+
+    def train(on: bool) -> float:
+        return wall([PY, "-m", "nnstudy", "train", "--spec", paths[on], "--out", tmp / f"run-{time.monotonic_ns()}",
+                     "--threads", 2])
+
+    med = interleaved({"on": lambda: train(True), "off": lambda: train(False)}, args.reps)
+    print(f"| telemetry, mlp, whole nnstudy train process | {med['off']:.1f} s off, {med['on']:.1f} s on | "
+          f"{100 * (med['on'] / med['off'] - 1):+.1f}% |")
 
 
 def telemetry_of(task: str, spec: dict, args) -> None:
@@ -114,23 +132,22 @@ def telemetry_of(task: str, spec: dict, args) -> None:
 
 
 def study(args, tmp: Path) -> None:
-    import yaml
-
+    """The default study at its demo budget (`make demo`), in a fresh working directory."""
     work = tmp / "demo"
     work.mkdir()
-    demo = yaml.safe_load((ROOT / "studies" / "demo.yaml").read_text())
-    demo["defaults"]["data"]["root"] = str(ROOT / "data" / "demo-cifar10")  # the study's path is relative
-    (tmp / "demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
+    (work / "data").symlink_to(ROOT / "data", target_is_directory=True)  # the study's relative data root
     t0 = time.perf_counter()
     subprocess.run([PY, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", work, "--cores", str(args.cores),
-                    "--configfile", tmp / "demo.yaml"], cwd=ROOT, check=True,
+                    "--config", "budget=demo"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "PATH": f"{Path(PY).parent}{os.pathsep}{os.environ['PATH']}"})
     seconds = time.perf_counter() - t0
-    runs = [json.loads(p.read_text()) for p in (work / "results" / "demo" / "train").glob("*/run.json")]
+    runs = [json.loads(p.read_text()) for p in (work / "results" / "cifar10-demo" / "train").glob("*/run.json")]
+    jobs = len(list((work / "results" / "cifar10-demo" / "jobs").glob("*.json")))
     training = sum(m["train_seconds"] for m in runs)
-    print(f"| demo study ({len(runs)} runs), {args.cores} cores | {seconds:.0f} s wall, training {training:.0f} s "
-          f"({training / args.cores:.0f} s per core) | overhead {seconds / (training / args.cores):.2f}x |")
+    print(f"| demo study ({len(runs)} runs in {jobs} training jobs, with its analyses and report), {args.cores} cores "
+          f"| {seconds:.0f} s wall, training {training:.0f} s ({training / args.cores:.0f} s per core) "
+          f"| overhead {seconds / (training / args.cores):.2f}x |")
 
 
 def summaries(args, tmp: Path) -> None:
