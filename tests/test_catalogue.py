@@ -18,11 +18,11 @@ STUDIES = ROOT / "studies"
 # Training jobs (a variant's seeds each) and analyse jobs (one per experiment with analyses) of
 # each study at full budget; the summary steps follow from them.
 PLANS = {
-    "cifar10": {"train": 14, "select": 2, "analyse": 5, "analysis_summary": 7},
-    "fundamentals": {"train": 6, "analyse": 6, "analysis_summary": 3, "tensorboard": 1},
-    "block_attention": {"train": 1, "analyse": 1, "analysis_summary": 3},
-    "mnist_cifar100": {"train": 8, "analyse": 5, "analysis_summary": 5},
-    "basics": {"train": 17, "analyse": 8, "analysis_summary": 6},
+    "cifar10": {"train": 14, "select": 2, "analyse": 5, "analysis_summaries": 1},
+    "fundamentals": {"train": 6, "analyse": 6, "analysis_summaries": 1, "tensorboard": 1},
+    "block_attention": {"train": 1, "analyse": 1, "analysis_summaries": 1},
+    "mnist_cifar100": {"train": 8, "analyse": 5, "analysis_summaries": 1},
+    "basics": {"train": 17, "analyse": 8, "analysis_summaries": 1},
 }
 ALWAYS = {"collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
 

@@ -37,8 +37,9 @@ def test_jobs_pack_whole_variants_and_the_awaited_ones_go_first():
     assert all(len({exp for exp, _ in j}) == 1 and all(j.count(v) == 5 for v in set(j)) for j in jobs)
     three = Study(compose([], {"runs_per_job": 3}, ROOT / "config.yaml"))  # a variant's 5 seeds: 3 + 2
     assert [len(j) for j in shape(three)][:4] == [3, 2, 3, 2]
-    # The lr and dropout jobs feed the selections (and transfer sources): priority 1.
-    first = {twelve.trained[twelve.jobs[j][0]].experiment for j in twelve.jobs if twelve.job_priority(j)}
+    # The lr and dropout jobs feed the selections (and transfer sources): priority 2, the others 1.
+    first = {twelve.trained[twelve.jobs[j][0]].experiment for j in twelve.jobs if twelve.job_priority(j) == 2}
+    assert {twelve.job_priority(j) for j in twelve.jobs} == {1, 2}
     assert first == {"lr", "dropout"}
     assert twelve.describe_job(next(iter(twelve.jobs))).startswith("lr/lr=0.001, seeds 0, 1, 2, 3, 4; lr/lr=0.003, seeds 0")
 

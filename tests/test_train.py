@@ -59,6 +59,26 @@ def test_seed_changes_the_run(shared_data, tmp_path):
     assert not np.array_equal(la, lb)
 
 
+def test_cpu_evaluation_in_chunks_gives_the_numbers_of_one_forward_per_batch(shared_data):
+    from nnstudy.training.build import build
+    from nnstudy.training.epoch import CPU_CONV_CHUNK, evaluate
+
+    spec = spec_mod.resolve(mnist_spec(shared_data, data={"test_size": 1500},
+                                       model={"conv": [{"channels": 8}, {"channels": 16}], "hidden": [32],
+                                              "batchnorm": True, "dropout": 0.3}))
+    run = build(spec, torch.device("cpu"))
+    assert run.channels_last and len(run.data.test_y) > 1000 > CPU_CONV_CHUNK
+    chunked = evaluate(run, "test", 1000)
+    total, n = torch.zeros(2, dtype=torch.float64), 0
+    with torch.inference_mode():
+        for x, y in run.data.batches("test", 1000):  # the whole batch in one forward
+            logits = run.model(run.inputs(x))
+            loss = run.loss_fn(logits, y)
+            total += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double()])
+            n += len(y)
+    assert chunked == (total[0].item() / n, total[1].item() / n)  # bit for bit
+
+
 def test_gradient_stats_count_a_parameter_a_step_did_not_use_as_zero():
     from nnstudy.training.callbacks import GradientStats
 

@@ -1,10 +1,11 @@
 # Per-run analyses (an experiment's `analyses:` in the study file): one job per experiment
 # computes all of them for every run the experiment reads (each run loaded once, with the study's
-# `analysis_weights`) into results/<study>/analyses/<experiment>/<analysis>.parquet; one job per
-# analysis averages it over seeds per variant (its declared tables) and draws one figure per
-# experiment into results/<study>/summary/analyses/<analysis>/.
+# `analysis_weights`) into results/<study>/analyses/<experiment>/<analysis>.parquet; then one job
+# averages every analysis over seeds per variant (its declared tables) and draws one figure per
+# experiment into results/<study>/summary/analyses/<analysis>/ (a process per analysis cost more
+# start-up than work).
 localrules:
-    analysis_summary,
+    analysis_summaries,
 
 
 rule analyse:
@@ -35,15 +36,15 @@ rule analyse:
         " --out {output:q} --runs {params.runs:q} >> {log:q} 2>&1"
 
 
-rule analysis_summary:
+rule analysis_summaries:
     input:
-        experiments=lambda w: [STUDY.analyses_dir(e) for e in ANALYSES[w.analysis]],
+        experiments=ANALYSED,
         selections=SELECTIONS,
     output:
-        directory(f"{R}/summary/analyses/{{analysis}}"),
+        [directory(folder) for folder in ANALYSIS_SUMMARIES],
     log:
-        f"logs/{STUDY.name}/analysis_summary/{{analysis}}.log",
+        f"logs/{STUDY.name}/analysis_summaries.log",
     conda:
         "../../environment.yml"
     script:
-        "../scripts/analysis_summary.py"
+        "../scripts/analysis_summaries.py"

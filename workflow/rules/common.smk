@@ -53,12 +53,14 @@ JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
 # Per-run analyses: analysis -> the experiments that switch it on; each analysis's summary folder.
 ANALYSES = STUDY.analyses()
 ANALYSIS_SUMMARIES = [STUDY.analysis_summary(name) for name in ANALYSES]
+ANALYSED = [
+    STUDY.analyses_dir(e) for e, c in config["experiments"].items() if c["analyses"]
+]
 TENSORBOARD = [f"{R}/tensorboard"] if config["tensorboard"] else []
 
 
 wildcard_constraints:
     job=r"j[0-9a-f]{12}",
-    analysis="|".join(ANALYSES) or "(?!)",
     experiment="|".join(map(re.escape, config["experiments"])),
     name="|".join(config["selections"]) or "(?!)",
 
@@ -75,7 +77,7 @@ def job_runs(wildcards):
 
 
 def job_priority(wildcards):
-    """Jobs that selections or transfers wait on first (nnstudy.study.Study.job_priority)."""
+    """Training before analyses, and first what selections or transfers wait on (Study.job_priority)."""
     return STUDY.job_priority(wildcards.job)
 
 

@@ -7,7 +7,7 @@ checkpoint select:
         f"{R}/selections/{{name}}.json",
     log:
         f"logs/{STUDY.name}/select/{{name}}.log",
-    priority: 1
+    priority: 2
     conda:
         "../../environment.yml"
     script:

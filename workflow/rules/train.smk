@@ -1,5 +1,6 @@
 # A training job trains up to `runs_per_job` runs (whole variants of one experiment) one after
-# another in one process; the jobs selections and transfers wait on go first (job_priority). Each run keeps its own folder, atomic outputs, checkpoint and
+# another in one process; training goes before analyses, and first the jobs that selections and
+# transfers wait on (job_priority). Each run keeps its own folder, atomic outputs, checkpoint and
 # resume; the job's file lists them once all have finished. A killed job resumes its unfinished
 # runs only: finished ones return at once.
 rule train:

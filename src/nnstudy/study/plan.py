@@ -410,10 +410,11 @@ class Study:
         return {"selections": [self.selection_path(n) for n in sorted(selections)], "sources": self.jobs_of(sources)}
 
     def job_priority(self, job: str) -> int:
-        """1 for a training job that later steps wait on (a selection chooses among its runs, or
-        a transfer starts from their weights), else 0: Snakemake starts those first, so a study's
-        second phase (scheduled or transfer runs) overlaps its first instead of following it."""
-        return int(self.job_path(job) in self._awaited)
+        """Snakemake's priority of a training job: 2 if later training waits on it (a selection
+        chooses among its runs, or a transfer starts from their weights), else 1, both above the
+        analyses and summaries (0). So a study's second phase (scheduled or transfer runs) starts
+        as soon as its selection is made, and the per-run analyses fill the cores at the end."""
+        return 2 if self.job_path(job) in self._awaited else 1
 
     @functools.cached_property
     def _awaited(self) -> set[str]:

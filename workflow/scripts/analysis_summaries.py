@@ -7,6 +7,6 @@ with logged(snakemake.log[0], snakemake.output):
 
     study = Study(snakemake.config)
     table = labelled(study, load_selections(snakemake.input.selections))
-    name = snakemake.wildcards.analysis
-    files = [f"{folder}/{name}.parquet" for folder in snakemake.input.experiments]
-    analyses.write_summary(name, table, files, snakemake.config["ci_level"], snakemake.output[0])
+    for name, experiments in study.analyses().items():
+        files = [f"{study.analyses_dir(e)}/{name}.parquet" for e in experiments]
+        analyses.write_summary(name, table, files, snakemake.config["ci_level"], study.analysis_summary(name))
