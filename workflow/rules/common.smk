@@ -50,7 +50,8 @@ SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLE
 # One file per training job, written once every run in it has finished: the summary steps'
 # inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.
 JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
-# Per-run analyses: analysis -> the experiments that switch it on; each analysis's summary folder.
+# Per-run analyses: analysis -> the experiments that switch it on; each analysis's summary folder;
+# the analyses folder of each experiment that has some.
 ANALYSES = STUDY.analyses()
 ANALYSIS_SUMMARIES = [STUDY.analysis_summary(name) for name in ANALYSES]
 ANALYSED = [

@@ -13,12 +13,12 @@ class GradientStats:
     """Per-tensor mean/std of dL/dw over all elements of all steps of an epoch, the mean |dL/dw|
     and the mean of the step's L2 norm.
 
-    After each backward, a fixed handful of kernels whatever the number of tensors (the step of a
-    small model is ~1 ms, so kernel count is the cost): the gradients are added elementwise to two
-    float32 running sums (g and |g|) and their L2 norms (one kernel) to a small buffer of the
-    norm and its square (the square is the step's sum of g^2). Nothing is reduced per step
-    beyond the norms: the running sums are reduced per tensor in float64 once, in `end_epoch`,
-    which is also the epoch's one host sync. The variance comes from those float64 totals.
+    After each backward, four foreach operations whatever the number of tensors (a small model's
+    step is under 1 ms, so each pass over the gradients shows; docs/performance.md): the
+    gradients are added elementwise to two float32 running sums (g and |g|), and their L2 norms
+    to a small float64 buffer of the norm and its square (the step's sum of g^2). Nothing else
+    is reduced per step: the running sums are reduced per tensor in float64 once, in
+    `end_epoch`, which is also the epoch's one host sync. The variance comes from those totals.
     """
 
     def __init__(self, model: nn.Module, order: dict[str, int]):
