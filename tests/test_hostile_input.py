@@ -97,6 +97,21 @@ def test_invalid_study_stops_with_one_line_naming_the_key(case, tmp_path):
     CASES["study"] += 1
 
 
+@pytest.mark.parametrize("where", ["study", "experiment", "selection"])
+def test_a_name_ending_in_a_newline_is_refused(where):
+    # Python's `$` matches before a final newline; the schema's patterns must not (found by the
+    # property test above: a study named "0\n" was accepted).
+    config = copy.deepcopy(BASE)
+    if where == "study":
+        config["study"] = "demo\n"
+    elif where == "experiment":
+        config["experiments"]["lr\n"] = config["experiments"].pop("lr")
+    else:
+        config["selections"]["best_lr\n"] = config["selections"].pop("best_lr")
+    with pytest.raises(SpecError, match="is not allowed as a name|does not match"):
+        Study(config)
+
+
 not_positive = st.one_of(texts, st.sampled_from([math.nan, math.inf, -math.inf, -1, 0]))
 invalid_specs = st.one_of(
     st.fixed_dictionaries({"optim": st.fixed_dictionaries({"lr": not_positive})}),

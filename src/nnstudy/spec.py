@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,15 @@ def _with_defaults(cls):
                     instance[key] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, props, instance, sch)
 
-    return jsonschema.validators.extend(cls, {"properties": properties})
+    return jsonschema.validators.extend(cls, {"properties": properties, "pattern": _pattern})
+
+
+def _pattern(validator, pattern: str, instance, schema):
+    """JSON Schema's regular expressions are ECMA-262's, whose `$` is the end of the string;
+    Python's `$` also matches before a final newline, which would let "name\\n" into a path."""
+    anchored = pattern[:-1] + "\\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    if isinstance(instance, str) and not re.search(anchored, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 _Filling = _with_defaults(jsonschema.Draft202012Validator)

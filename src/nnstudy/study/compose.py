@@ -26,7 +26,7 @@ import yaml
 
 from ..spec import SpecError
 
-BUDGET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+BUDGET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def read_yaml(path: Path) -> dict:
@@ -91,7 +91,7 @@ def with_budget(study: dict, budget: str | None, where: str) -> dict:
     if budget is None:
         study.pop("budget", None)
         return study
-    if not isinstance(budget, str) or not BUDGET_NAME.match(budget):
+    if not isinstance(budget, str) or not BUDGET_NAME.fullmatch(budget):
         raise SpecError(f"budget: {budget!r} is not a budget name (letters, digits, '_', '-')")
     if budget not in budgets:
         raise SpecError(f"budget: {budget!r} is not a budget of {where}; "
