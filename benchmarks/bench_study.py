@@ -107,15 +107,16 @@ def whole_runs(spec: dict, args, tmp: Path) -> None:
 def telemetry_of(task: str, spec: dict, args) -> None:
     import torch
 
-    from nnstudy import models, spec as spec_mod
+    from nnstudy import spec as spec_mod
     from nnstudy.training.build import build
-    from nnstudy.training.callbacks import GradientStats
+    from nnstudy.training.callbacks import for_run
     from nnstudy.training.epoch import train_epoch
+    from nnstudy.training.optim import make_optimizer
 
     torch.set_num_threads(2)
     r = build(spec_mod.resolve(spec), torch.device("cpu"))
-    opt = torch.optim.SGD(r.model.parameters(), lr=0.01)
-    stats = GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))
+    opt = make_optimizer([p for p in r.model.parameters() if p.requires_grad], r.spec["optim"])
+    stats = for_run(r, opt)  # the run's own path: gradient statistics over its packed gradients
     gen = torch.Generator().manual_seed(0)
 
     def epoch(callbacks):
@@ -126,7 +127,7 @@ def telemetry_of(task: str, spec: dict, args) -> None:
         return time.perf_counter() - t0
 
     epoch([])  # warm-up
-    med = interleaved({"off": lambda: epoch([]), "on": lambda: epoch([stats])}, args.reps)
+    med = interleaved({"off": lambda: epoch([]), "on": lambda: epoch(stats)}, args.reps)
     print(f"| telemetry, {task} | epoch {med['off']:.2f} s off, {med['on']:.2f} s on | "
           f"{100 * (med['on'] / med['off'] - 1):+.1f}% |")
 

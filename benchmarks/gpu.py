@@ -139,10 +139,9 @@ def built(spec: dict, benchmark: bool = False, nchw: bool = False, mode: str | N
     NCHW instead of channels_last, a torch.compile mode."""
     import torch
 
-    from nnstudy import models
     from nnstudy.spec import resolve
     from nnstudy.training.build import build
-    from nnstudy.training.callbacks import GradientStats
+    from nnstudy.training.callbacks import for_run
     from nnstudy.training.optim import make_optimizer
 
     resolved = resolve(spec)
@@ -151,8 +150,7 @@ def built(spec: dict, benchmark: bool = False, nchw: bool = False, mode: str | N
     if nchw:
         r.model, r.channels_last = r.model.to(memory_format=torch.contiguous_format), False
     opt = make_optimizer([p for p in r.model.parameters() if p.requires_grad], resolved["optim"])
-    callbacks = ([GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))]
-                 if resolved["train"]["gradients"] else [])
+    callbacks = for_run(r, opt)
     if resolved["train"]["compile"]:
         r.model.compile(dynamic=False, mode=mode)
     return r, opt, callbacks
@@ -240,7 +238,8 @@ def sync_check(out: Report, spec: dict) -> None:
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            _, samples = train_epoch(r, opt, [], 128, gen, callbacks)
+            _, sizes = train_epoch(r, opt, [], 128, gen, callbacks)
+            samples = sum(sizes)
             verdict = f"no host sync in its {-(-samples // 128)} steps"
         except RuntimeError as e:
             import traceback

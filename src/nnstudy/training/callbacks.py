@@ -8,63 +8,85 @@ import math
 import torch
 from torch import nn
 
+from .. import models
+from .packed import Packed
+
+
+def for_run(r, optimizer) -> list:
+    """The per-step callbacks of built run `r` (training.build) with its optimiser: gradient
+    statistics unless its spec turns them off, over the optimiser's packed gradients if any."""
+    if not r.spec["train"]["gradients"]:
+        return []
+    flat_grad = optimizer.flat.grad if isinstance(optimizer, Packed) else None
+    return [GradientStats(r.model, models.forward_order(r.model, r.data.input_shape), flat_grad)]
+
 
 class GradientStats:
     """Per-tensor mean/std of dL/dw over all elements of all steps of an epoch, the mean |dL/dw|
     and the mean of the step's L2 norm.
 
-    After each backward, four foreach operations whatever the number of tensors (a small model's
-    step is under 1 ms, so each pass over the gradients shows; docs/performance.md): the
-    gradients are added elementwise to two float32 running sums (g and |g|), and their L2 norms
-    to a small float64 buffer of the norm and its square (the step's sum of g^2). Nothing else
-    is reduced per step: the running sums are reduced per tensor in float64 once, in
-    `end_epoch`, which is also the epoch's one host sync. The variance comes from those totals.
+    After each backward, four operations whatever the number of tensors (a small model's step is
+    under 1 ms, so each pass over the gradients shows; docs/performance.md): the gradients and
+    their absolute values are added elementwise to two float32 running sums (over the one buffer
+    `flat_grad` where the optimiser packs them, training.packed), and their L2 norms are kept.
+    Nothing else is reduced per step: the sums and norms are reduced in float64 once, in
+    `end_epoch`, which is also the epoch's one host sync. The variance comes from those totals
+    (the sum of g^2 is the sum of the squared L2 norms). An L1 norm per step would replace the
+    second sum but costs more on the CPU.
     """
 
-    def __init__(self, model: nn.Module, order: dict[str, int]):
+    def __init__(self, model: nn.Module, order: dict[str, int], flat_grad: torch.Tensor | None = None):
         self.params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         modules = dict(model.named_modules())
         self.meta = []
         for name, p in self.params:
             owner, _, kind = name.rpartition(".")
             self.meta.append((name, order[owner], type(modules[owner]).__name__, kind, p.numel()))
-        device = self.params[0][1].device
+        self.device = self.params[0][1].device
+        self.numels = [p.numel() for _, p in self.params]
+        if flat_grad is not None and flat_grad.numel() != sum(self.numels):
+            raise ValueError("flat_grad must hold the gradients of the model's trainable parameters, in their order")
+        self.flat = flat_grad
+        summed = [p for _, p in self.params] if flat_grad is None else [flat_grad]
         # float32 at least (a half-precision gradient is summed in float32)
-        self.sum_g = [torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for _, p in self.params]
+        self.sum_g = [torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float32)) for t in summed]
         self.sum_abs = [torch.zeros_like(s) for s in self.sum_g]
-        self.norms = torch.zeros(2, len(self.params), dtype=torch.float64, device=device)
-        self.steps = 0
+        self.norms: list[torch.Tensor] = []  # the L2 norm of each tensor at each step, stacked at the end
 
     @torch.no_grad()
     def after_backward(self) -> None:
         grads = [p.grad for _, p in self.params]
         if any(g is None for g in grads):  # a parameter this step did not use: dL/dw = 0
             grads = [torch.zeros_like(p) if g is None else g for g, (_, p) in zip(grads, self.params)]
-        torch._foreach_add_(self.sum_g, grads)
-        torch._foreach_add_(self.sum_abs, torch._foreach_abs(grads))
-        l2 = torch.stack(torch._foreach_norm(grads)).double()
-        self.norms += torch.stack([l2, l2 * l2])
-        self.steps += 1
+        summed = grads if self.flat is None else [self.flat]
+        torch._foreach_add_(self.sum_g, summed)
+        torch._foreach_add_(self.sum_abs, torch._foreach_abs(summed))
+        self.norms += torch._foreach_norm(grads, dtype=torch.float32)
+
+    def per_tensor(self, sums: list[torch.Tensor]) -> torch.Tensor:
+        """The float64 total of each parameter's elements of a running sum."""
+        parts = sums if self.flat is None else sums[0].split(self.numels)
+        return torch.stack([part.double().sum() for part in parts])
 
     @torch.no_grad()
     def end_epoch(self, run: str, epoch: int) -> list[dict]:
         """One row per tensor (the GRADIENTS schema) for this epoch; then reset."""
-        totals = torch.stack([torch.stack([g.double().sum() for g in self.sum_g]),
-                              torch.stack([a.double().sum() for a in self.sum_abs]), *self.norms])
+        steps = len(self.norms) // len(self.params)
+        norms = (torch.stack(self.norms) if steps else torch.zeros(0, device=self.device)).double().view(steps, -1)
+        totals = torch.stack([self.per_tensor(self.sum_g), self.per_tensor(self.sum_abs), norms.sum(0), (norms ** 2).sum(0)])
         sums = totals.T.tolist()  # the one sync of the epoch
         weight_norms = torch.stack(torch._foreach_norm([p.detach().double() for _, p in self.params])).tolist()
         rows = []
         for (name, index, module, kind, numel), (s, sa, norm, ss), wn in zip(self.meta, sums, weight_norms):
-            n = self.steps * numel
+            n = steps * numel
             mean = s / n if n else math.nan
             var = max(ss / n - mean * mean, 0.0) if n else math.nan
             rows.append(dict(
                 run=run, epoch=epoch, layer=name, layer_index=index, module=module, kind=kind,
-                numel=numel, steps=self.steps, grad_mean=mean, grad_std=math.sqrt(var),
+                numel=numel, steps=steps, grad_mean=mean, grad_std=math.sqrt(var),
                 grad_abs_mean=sa / n if n else math.nan,
-                grad_norm=norm / self.steps if self.steps else math.nan, weight_norm=wn,
+                grad_norm=norm / steps if steps else math.nan, weight_norm=wn,
             ))
         torch._foreach_zero_(self.sum_g + self.sum_abs)
-        self.norms.zero_()
-        self.steps = 0
+        self.norms = []
         return rows

@@ -8,29 +8,40 @@ import torch
 from .build import Built
 
 
-def train_epoch(run: Built, optimizer: torch.optim.Optimizer, frozen_modules, batch_size: int,
-                gen: torch.Generator, callbacks=()) -> tuple[torch.Tensor, int]:
-    """One pass over the training split in train mode (frozen modules in eval mode): (the
-    summed loss and count of correct predictions, on the device; samples). Nothing in it waits
-    for the GPU: the caller reads the sums."""
+def train_epoch(run: Built, optimizer, frozen_modules, batch_size: int, gen: torch.Generator,
+                callbacks=()) -> tuple[torch.Tensor, list[int]]:
+    """One pass over the training split in train mode (frozen modules in eval mode): (each step's
+    mean loss and count of correct predictions, a (2, steps) float64 tensor on the device; each
+    step's batch size). Nothing in it waits for the GPU: `epoch_sums` reads the tensor."""
     model = run.model
     model.train()
     for m in frozen_modules:
         m.eval()
-    running = torch.zeros(2, dtype=torch.float64, device=run.device)
-    n_seen = 0
+    losses, correct, sizes = [], [], []
     for x, y in run.data.batches("train", batch_size, gen):
         with run.autocast():
             logits = model(run.inputs(x))
             loss = run.loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         for cb in callbacks:
             cb.after_backward()
         optimizer.step()
-        running += torch.stack([loss.detach().double() * len(y), (run.predict(logits) == y).sum().double()])
-        n_seen += len(y)
-    return running, n_seen
+        # Kept per step and summed once per epoch: fewer operations per step than a running total.
+        losses.append(loss.detach())
+        correct.append((run.predict(logits) == y).sum())
+        sizes.append(len(y))
+    return torch.stack([torch.stack(losses).double(), torch.stack(correct).double()]), sizes
+
+
+def epoch_sums(per_step: torch.Tensor, sizes: list[int]) -> tuple[float, float]:
+    """(summed loss, correct predictions) of `train_epoch`'s output: one host sync. The loss is
+    summed in float64 in step order, the same number a running total on the device gave."""
+    losses, correct = per_step.tolist()
+    total = 0.0
+    for value, n in zip(losses, sizes):
+        total += value * n
+    return total, sum(correct)
 
 
 # On the CPU a conv net's activations for a large evaluation batch overflow the caches: 1,000

@@ -1,6 +1,9 @@
 """Optimisers and learning-rate schedules, registered by name.
 
-An optimiser factory gets (parameters, lr, weight_decay, **its own parameters). A schedule gets
+An optimiser factory gets (parameters, lr, weight_decay, **its own parameters); one registered
+with `elementwise=True` (the same arithmetic for every element, as torch's SGD, RMSprop, Adam and
+AdamW) is given one flat parameter that all the model's trainable parameters are views of
+(training.packed). A schedule gets
 (base_lr, t, span, **its own parameters) and returns the LR of the t-th epoch (0-based) after
 the warmup, of `span` such epochs; the linear warmup (schedule.warmup_epochs from
 schedule.start_lr) is shared by every schedule and handwritten here: no torch scheduler."""
@@ -11,18 +14,20 @@ import math
 import torch
 
 from ..registry import OPTIMIZERS, SCHEDULES, register_optimizer, register_schedule
+from .packed import Packed, packable
 
 MOMENTUM = {"type": "number", "minimum": 0, "default": 0.0}
 
 
-@register_optimizer("sgd", {"momentum": MOMENTUM, "nesterov": {"type": "boolean", "default": False}})
+@register_optimizer("sgd", {"momentum": MOMENTUM, "nesterov": {"type": "boolean", "default": False}}, elementwise=True)
 def sgd(params, lr, weight_decay, momentum=0.0, nesterov=False):
     """Stochastic gradient descent (torch.optim.SGD), optionally with (Nesterov) momentum."""
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
 @register_optimizer("rmsprop", {"momentum": MOMENTUM,
-                                "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.99}})
+                                "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.99}},
+                    elementwise=True)
 def rmsprop(params, lr, weight_decay, momentum=0.0, alpha=0.99):
     """RMSprop (torch.optim.RMSprop); alpha is the smoothing constant of the squared gradients."""
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, alpha=alpha, weight_decay=weight_decay)
@@ -32,27 +37,33 @@ BETAS = {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMa
          "maxItems": 2, "default": [0.9, 0.999]}
 
 
-@register_optimizer("adam", {"betas": BETAS})
+@register_optimizer("adam", {"betas": BETAS}, elementwise=True)
 def adam(params, lr, weight_decay, betas=(0.9, 0.999)):
     """Adam (torch.optim.Adam); weight decay is added to the gradient (L2)."""
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
-@register_optimizer("adamw", {"betas": BETAS})
+@register_optimizer("adamw", {"betas": BETAS}, elementwise=True)
 def adamw(params, lr, weight_decay, betas=(0.9, 0.999)):
     """AdamW (torch.optim.AdamW): decoupled weight decay."""
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
-def make_optimizer(params, o: dict) -> torch.optim.Optimizer:
-    """The optimiser of the resolved `spec['optim']` over `params`."""
+def make_optimizer(params: list, o: dict) -> torch.optim.Optimizer | Packed:
+    """The optimiser of the resolved `spec['optim']` over `params`: packed into one flat buffer
+    where the optimiser is registered with `elementwise=True` and the parameters allow it
+    (training.packed; the same weights, fewer operations per step)."""
     entry = OPTIMIZERS.get(o["name"], "spec.optim.name")
     own = {k: o[k] for k in entry.params}
     if o["name"] == "sgd" and own["nesterov"] and own["momentum"] <= 0:
         from ..spec import SpecError
 
         raise SpecError("spec.optim.nesterov: Nesterov momentum needs optim.momentum > 0")
-    return entry.factory(params, o["lr"], o["weight_decay"], **own)
+
+    def make(ps: list) -> torch.optim.Optimizer:
+        return entry.factory(ps, o["lr"], o["weight_decay"], **own)
+
+    return Packed(params, make) if entry.extra.get("elementwise") and packable(params) else make(params)
 
 
 @register_schedule("constant", {})

@@ -25,13 +25,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .. import models, schemas
+from .. import schemas
 from ..spec import SpecError, resolve, run_id
 from . import checkpoint, provenance, transfer
 from .build import Built, build, pick_device
-from .callbacks import GradientStats
+from .callbacks import for_run as telemetry
 from .checkpoint import RunState
-from .epoch import evaluate, train_epoch
+from .epoch import epoch_sums, evaluate, train_epoch
 from .optim import lr_at, make_optimizer
 
 
@@ -62,8 +62,7 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     log(f"training on the CPU ({torch.get_num_threads()} threads)" if dev.type == "cpu"
         else f"training on {dev} ({torch.cuda.get_device_name(dev)})")
     optimizer = make_optimizer([p for p in r.model.parameters() if p.requires_grad], resolved["optim"])
-    callbacks = ([GradientStats(r.model, models.forward_order(r.model, r.data.input_shape))]
-                 if resolved["train"]["gradients"] else [])
+    callbacks = telemetry(r, optimizer)
     if resolved["train"]["compile"]:
         r.model.compile(dynamic=False)  # in place: the weights keep their names in checkpoints
     gen = torch.Generator().manual_seed(resolved["seed"])  # data order and augmentation
@@ -121,8 +120,9 @@ def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, g
     lr = lr_at(r.spec["schedule"], r.spec["optim"]["lr"], epoch, tr["epochs"])
     for group in optimizer.param_groups:
         group["lr"] = lr
-    sums, n_seen = train_epoch(r, optimizer, frozen_modules, tr["batch_size"], gen, callbacks)
-    run_loss, run_acc = (v / n_seen for v in sums.tolist())
+    per_step, sizes = train_epoch(r, optimizer, frozen_modules, tr["batch_size"], gen, callbacks)
+    n_seen = sum(sizes)
+    run_loss, run_acc = (v / n_seen for v in epoch_sums(per_step, sizes))
     state.samples += n_seen
     diverged = not math.isfinite(run_loss)
     evaluated = epoch % tr["eval_every"] == 0 or epoch == tr["epochs"] or diverged

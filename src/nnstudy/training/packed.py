@@ -1,0 +1,94 @@
+"""An elementwise optimiser over one flat buffer of all trainable parameters.
+
+A small model's step is mostly per-tensor overhead, not arithmetic: torch's CPU Adam runs about
+ten operations per parameter tensor (docs/performance.md). `Packed` makes every parameter a view
+of one flat tensor and its gradient a view of another, so an optimiser whose update is the same
+arithmetic for every element (sgd, rmsprop, adam, adamw: registered with `elementwise=True`)
+updates them all with one tensor's operations. Each element sees the same operations in the same
+order, so the weights are bit for bit those of the optimiser over the separate tensors (tested
+in tests/test_train.py). Gradients accumulate into the zeroed flat buffer instead of being set
+to None. Checkpoints keep the per-parameter layout of torch's optimisers: `state_dict` splits
+the flat state per parameter and `load_state_dict` packs it back.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def packable(params: list[torch.Tensor]) -> bool:
+    """One dtype and device, dense tensors (contiguous or channels_last) of at least one dimension
+    (a 0-dim parameter's state could not be told from the optimiser's step count)."""
+    return bool(params) and all(
+        p.dtype == params[0].dtype and p.device == params[0].device and p.layout == torch.strided and p.dim() >= 1
+        and (p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)))
+        for p in params)
+
+
+class Packed:
+    """`factory([one flat parameter])` over `params`, which become views of that parameter."""
+
+    def __init__(self, params: list[nn.Parameter], factory: Callable[[list], torch.optim.Optimizer]):
+        self.params = params
+        self.offsets = [0]
+        for p in params:
+            self.offsets.append(self.offsets[-1] + p.numel())
+        self.flat = nn.Parameter(torch.empty(self.offsets[-1], dtype=params[0].dtype, device=params[0].device))
+        self.flat.grad = torch.zeros_like(self.flat)
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                view = self.view(self.flat.detach(), i)
+                view.copy_(p)
+                p.data = view
+                p.grad = self.view(self.flat.grad, i)
+        self.optimizer = factory([self.flat])
+        self.param_groups = self.optimizer.param_groups
+
+    def view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        """Parameter i's part of `flat`, in that parameter's shape and memory layout."""
+        p = self.params[i]
+        return flat[self.offsets[i]:self.offsets[i + 1]].as_strided(p.shape, p.stride())
+
+    def zero_grad(self) -> None:
+        self.flat.grad.zero_()
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        """torch's layout for the separate parameters: state per parameter index 0..n-1."""
+        packed = self.optimizer.state_dict()
+        whole = packed["state"].get(0)
+        state = {}
+        if whole is not None:
+            for i in range(len(self.params)):
+                state[i] = {k: self.view(v, i) if self._elementwise(v) else
+                            (v.clone() if torch.is_tensor(v) else v) for k, v in whole.items()}
+        return {"state": state, "param_groups": [{**packed["param_groups"][0], "params": list(range(len(self.params)))}]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state_dict of the separate parameters (from `state_dict`, or from torch's
+        optimiser over them)."""
+        groups = state_dict["param_groups"]
+        if len(groups) != 1 or len(groups[0]["params"]) != len(self.params):
+            raise ValueError("the optimiser state has other parameter groups than this model's parameters")
+        per = [state_dict["state"].get(i) for i in groups[0]["params"]]
+        state = {}
+        if any(s is not None for s in per):
+            if any(s is None for s in per):
+                raise ValueError("the optimiser state covers only some of the parameters")
+            whole = {}
+            for key, first in per[0].items():
+                if all(torch.is_tensor(s[key]) and s[key].shape == p.shape for s, p in zip(per, self.params)):
+                    whole[key] = torch.empty_like(self.flat.detach(), dtype=first.dtype)
+                    for i, s in enumerate(per):
+                        self.view(whole[key], i).copy_(s[key])
+                else:  # e.g. the step count, the same for every parameter; a copy: `per` may be live
+                    whole[key] = first.clone() if torch.is_tensor(first) else first
+            state = {0: whole}
+        self.optimizer.load_state_dict({"state": state, "param_groups": [{**groups[0], "params": [0]}]})
+
+    def _elementwise(self, value) -> bool:
+        return torch.is_tensor(value) and value.shape == self.flat.shape
