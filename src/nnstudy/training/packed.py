@@ -6,7 +6,7 @@ of one flat tensor and its gradient a view of another, so an optimiser whose upd
 arithmetic for every element (sgd, rmsprop, adam, adamw: registered with `elementwise=True`)
 updates them all with one tensor's operations. Each element sees the same operations in the same
 order, so the weights are bit for bit those of the optimiser over the separate tensors (tested
-in tests/test_train.py). Gradients accumulate into the zeroed flat buffer instead of being set
+in tests/test_packed.py). Gradients accumulate into the zeroed flat buffer instead of being set
 to None. Checkpoints keep the per-parameter layout of torch's optimisers: `state_dict` splits
 the flat state per parameter and `load_state_dict` packs it back.
 """
