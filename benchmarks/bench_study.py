@@ -6,6 +6,9 @@ no pass/fail. Sections (all by default; --only picks some):
              CNN on 10,000 CIFAR-10 JPEG images (2 epochs)
   telemetry  training epochs with and without per-layer gradient statistics, same process; and
              the MLP's whole `nnstudy train` process with and without them
+  epochs     one process alternating an epoch of the careful loop with an MLP epoch of nnstudy
+             (training, telemetry on or off, evaluation of the training and test splits): each
+             epoch is shorter than the machine's slow and fast stretches that blur whole processes
   study      the demo study (`make demo`) through Snakemake: wall time vs its runs' training time / cores
   summaries  plan, collect, summarise and figures of a synthetic 10,000-run study
 
@@ -104,20 +107,25 @@ def whole_runs(spec: dict, args, tmp: Path) -> None:
           f"{100 * (med['on'] / med['off'] - 1):+.1f}% |")
 
 
-def telemetry_of(task: str, spec: dict, args) -> None:
+def engine(spec: dict):
+    """A run's model, data, optimiser and telemetry as `nnstudy train` builds them, and a generator."""
     import torch
 
     from nnstudy import spec as spec_mod
     from nnstudy.training.build import build
     from nnstudy.training.callbacks import for_run
-    from nnstudy.training.epoch import train_epoch
     from nnstudy.training.optim import make_optimizer
 
     torch.set_num_threads(2)
     r = build(spec_mod.resolve(spec), torch.device("cpu"))
     opt = make_optimizer([p for p in r.model.parameters() if p.requires_grad], r.spec["optim"])
-    stats = for_run(r, opt)  # the run's own path: gradient statistics over its packed gradients
-    gen = torch.Generator().manual_seed(0)
+    return r, opt, for_run(r, opt), torch.Generator().manual_seed(0)
+
+
+def telemetry_of(task: str, spec: dict, args) -> None:
+    from nnstudy.training.epoch import train_epoch
+
+    r, opt, stats, gen = engine(spec)
 
     def epoch(callbacks):
         t0 = time.perf_counter()
@@ -130,6 +138,40 @@ def telemetry_of(task: str, spec: dict, args) -> None:
     med = interleaved({"off": lambda: epoch([]), "on": lambda: epoch(stats)}, args.reps)
     print(f"| telemetry, {task} | epoch {med['off']:.2f} s off, {med['on']:.2f} s on | "
           f"{100 * (med['on'] / med['off'] - 1):+.1f}% |")
+
+
+def epochs(args, tmp: Path, rounds: int = 10) -> None:
+    """MLP epochs in one process: the careful loop's (training, test) against nnstudy's (training,
+    evaluation of the training and test splits), telemetry on and off; medians of `rounds`
+    alternations and the median of the paired ratios."""
+    sys.path.insert(0, str(HERE))
+    import loops
+    from nnstudy.training.epoch import epoch_sums, evaluate, train_epoch
+
+    spec = specs(args.data)["mlp"]
+    careful = loops.Careful("mlp", args.data)
+    r, opt, stats, gen = engine(spec)
+
+    def nnstudy(callbacks) -> None:
+        epoch_sums(*train_epoch(r, opt, [], spec["train"]["batch_size"], gen, callbacks))
+        for cb in callbacks:
+            cb.end_epoch("bench", 1)
+        for which in ("train", "test"):
+            evaluate(r, which, r.spec["train"]["eval_batch_size"])
+
+    cases = {"careful loop": careful.epoch, "nnstudy": lambda: nnstudy(stats), "nnstudy, telemetry off": lambda: nnstudy([])}
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    paired = statistics.median(c / n for c, n in zip(times["careful loop"], times["nnstudy"]))
+    off = statistics.median(n / o for n, o in zip(times["nnstudy"], times["nnstudy, telemetry off"]))
+    print(f"| mlp epochs, one process, {rounds} alternations | careful loop {med['careful loop']:.2f} s, nnstudy "
+          f"{med['nnstudy']:.2f} s, telemetry off {med['nnstudy, telemetry off']:.2f} s | nnstudy vs careful "
+          f"{paired:.2f}x (paired), telemetry {100 * (off - 1):+.1f}% (paired) |")
 
 
 def study(args, tmp: Path) -> None:
@@ -213,7 +255,7 @@ def synthetic_run(out: Path, key: str, rng) -> None:
     pq.write_table(pa.table(gcols, schema=schemas.GRADIENTS), out / "gradients.parquet")
 
 
-SECTIONS = {"loops": loops, "telemetry": telemetry, "study": study, "summaries": summaries}
+SECTIONS = {"loops": loops, "telemetry": telemetry, "epochs": epochs, "study": study, "summaries": summaries}
 
 
 def main() -> None:

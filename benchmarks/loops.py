@@ -89,17 +89,24 @@ def preload(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(xs), torch.cat(ys)
 
 
-def careful(task: str, root: Path, epochs: int) -> float:
-    tf = T.Compose([T.ToTensor(), T.Normalize(*(MNIST_STATS if task == "mlp" else CIFAR_STATS))])
-    (xtr, ytr), (xte, yte) = map(preload, datasets(task, root, tf))
-    batch = 64 if task == "mlp" else 128
-    net = model(task)
-    opt = optimiser(task, net)
-    for epoch in range(epochs):
+class Careful:
+    """The careful loop's state (preloaded tensors, model, optimiser); `epoch()` trains once over
+    the training split and tests."""
+
+    def __init__(self, task: str, root: Path):
+        tf = T.Compose([T.ToTensor(), T.Normalize(*(MNIST_STATS if task == "mlp" else CIFAR_STATS))])
+        (self.xtr, self.ytr), (self.xte, self.yte) = map(preload, datasets(task, root, tf))
+        self.batch = 64 if task == "mlp" else 128
+        self.net = model(task)
+        self.opt = optimiser(task, self.net)
+
+    def epoch(self) -> tuple[float, float, float]:
+        """(mean training loss, training accuracy, test accuracy)."""
+        net, opt = self.net, self.opt
         net.train()
         sums = torch.zeros(2)
-        for idx in torch.randperm(len(xtr)).split(batch):
-            x, y = xtr[idx], ytr[idx]
+        for idx in torch.randperm(len(self.xtr)).split(self.batch):
+            x, y = self.xtr[idx], self.ytr[idx]
             out = net(x)
             loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
@@ -108,10 +115,17 @@ def careful(task: str, root: Path, epochs: int) -> float:
             sums += torch.stack([loss.detach() * len(y), (out.argmax(1) == y).sum()])
         net.eval()
         with torch.inference_mode():
-            acc = sum((net(x).argmax(1) == y).sum() for x, y in zip(xte.split(2000), yte.split(2000))).item() / len(xte)
+            right = sum((net(x).argmax(1) == y).sum() for x, y in zip(self.xte.split(2000), self.yte.split(2000)))
         loss_sum, correct = sums.tolist()
-        print(f"epoch {epoch + 1}: train loss {loss_sum / len(xtr):.4f} acc {correct / len(xtr):.4f}, test acc {acc:.4f}")
-    return acc
+        return loss_sum / len(self.xtr), correct / len(self.xtr), right.item() / len(self.xte)
+
+
+def careful(task: str, root: Path, epochs: int) -> float:
+    loop = Careful(task, root)
+    for epoch in range(epochs):
+        loss, acc, test = loop.epoch()
+        print(f"epoch {epoch + 1}: train loss {loss:.4f} acc {acc:.4f}, test acc {test:.4f}")
+    return test
 
 
 def main() -> None:
