@@ -94,6 +94,21 @@ def test_parameters_that_cannot_be_packed_keep_torchs_optimiser():
         assert isinstance(make_optimizer(params, o), torch.optim.Adam)
 
 
+def test_a_parameter_a_step_does_not_use_gets_a_zero_gradient():
+    # Documented in training/packed.py: packed, an unused parameter's gradient is zero, not None,
+    # so weight decay still moves it (torch's optimiser over the separate tensors skips it).
+    o = spec_mod.resolve({"optim": {"name": "sgd", "lr": 0.1, "weight_decay": 0.5}})["optim"]
+    torch.manual_seed(0)
+    used, unused = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = unused.weight.detach().clone()
+    opt = make_optimizer([*used.parameters(), *unused.parameters()], o)
+    opt.zero_grad()
+    used(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    assert torch.equal(unused.weight.grad, torch.zeros(2, 3))
+    torch.testing.assert_close(unused.weight.detach(), before * (1 - 0.1 * 0.5))
+
+
 def test_gradient_stats_over_the_packed_buffer_equal_those_over_the_tensors():
     o = spec_mod.resolve({"optim": OPTIMS["sgd"]})["optim"]
     net = conv_net()

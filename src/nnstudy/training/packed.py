@@ -7,7 +7,10 @@ arithmetic for every element (sgd, rmsprop, adam, adamw: registered with `elemen
 updates them all with one tensor's operations. Each element sees the same operations in the same
 order, so the weights are bit for bit those of the optimiser over the separate tensors (tested
 in tests/test_packed.py). Gradients accumulate into the zeroed flat buffer instead of being set
-to None. Checkpoints keep the per-parameter layout of torch's optimisers: `state_dict` splits
+to None, so a parameter that a step does not use gets a zero gradient and is still updated
+(momentum, weight decay), as with torch's `zero_grad(set_to_none=False)`, where torch's optimiser
+over the separate tensors would skip it; nnstudy's own models use every parameter every step.
+Checkpoints keep the per-parameter layout of torch's optimisers: `state_dict` splits
 the flat state per parameter and `load_state_dict` packs it back.
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ from .. import schemas
 from ..spec import SpecError, resolve, run_id
 from . import checkpoint, provenance, transfer
 from .build import Built, build, pick_device
-from .callbacks import for_run as telemetry
+from .callbacks import for_run
 from .checkpoint import RunState
 from .epoch import epoch_sums, evaluate, train_epoch
 from .optim import lr_at, make_optimizer
@@ -62,7 +62,7 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     log(f"training on the CPU ({torch.get_num_threads()} threads)" if dev.type == "cpu"
         else f"training on {dev} ({torch.cuda.get_device_name(dev)})")
     optimizer = make_optimizer([p for p in r.model.parameters() if p.requires_grad], resolved["optim"])
-    callbacks = telemetry(r, optimizer)
+    callbacks = for_run(r, optimizer)
     if resolved["train"]["compile"]:
         r.model.compile(dynamic=False)  # in place: the weights keep their names in checkpoints
     gen = torch.Generator().manual_seed(resolved["seed"])  # data order and augmentation
