@@ -47,6 +47,16 @@ def test_crop_shifts_within_padding():
         assert any(torch.equal(out[i, 0], w) for w in windows)
 
 
+def test_crop_is_each_samples_window_of_its_padded_image():
+    """The one-gather crop against slicing each sample's zero-padded image at its offsets."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 6, generator=g)
+    shift = torch.randint(0, 5, (2, 16, 1), generator=g)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    expected = torch.stack([padded[i, :, dy:dy + 8, dx:dx + 6] for i, (dy, dx) in enumerate(shift[:, :, 0].T.tolist())])
+    assert torch.equal(data.crop_at(x, 2, shift), expected)
+
+
 def test_imagefolder_pool_is_decoded_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("NNSTUDY_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)
