@@ -163,8 +163,9 @@ def kill_at_epoch(args: list, out, epoch: int, cwd, timeout: float = 120) -> Non
 
 
 def test_sigkilled_run_resumes_bit_identical(shared_data, tmp_path):
+    # A schedule: the learning rate of the epochs after the resume must reach the optimiser.
     spec = mnist_spec(shared_data, data={"train_size": 12000}, model={"hidden": [256, 128]},
-                      train={"epochs": 4, "batch_size": 32})
+                      train={"epochs": 4, "batch_size": 32}, schedule={"name": "cosine"})
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "killed"
     kill_at_epoch(["--spec", tmp_path / "spec.json", "--out", out, "--threads", "2"], out, 2, ROOT)

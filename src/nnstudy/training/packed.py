@@ -47,7 +47,11 @@ class Packed:
                 p.data = view
                 p.grad = self.view(self.flat.grad, i)
         self.optimizer = factory([self.flat])
-        self.param_groups = self.optimizer.param_groups
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """The optimiser's groups, looked up each time: load_state_dict replaces torch's list."""
+        return self.optimizer.param_groups
 
     def view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
         """Parameter i's part of `flat`, in that parameter's shape and memory layout."""
