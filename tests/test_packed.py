@@ -1,6 +1,10 @@
 """The fast paths of the training step: packed optimisers (training.packed) give torch's weights
 and checkpoint layout bit for bit, gradient statistics over the packed buffer give the numbers
 over the separate tensors, and the epoch's loss sum is the running total's."""
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +17,7 @@ from nnstudy.training.packed import Packed, packable
 
 OPTIMS = {
     "sgd": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3},
+    "plain sgd": {"name": "sgd", "lr": 0.1},
     "rmsprop": {"name": "rmsprop", "lr": 1e-3, "momentum": 0.5},
     "adam": {"name": "adam", "lr": 1e-3, "weight_decay": 1e-4},
     "adamw": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05},
@@ -134,3 +139,15 @@ def test_epoch_sums_equal_a_float64_running_total():
         running += torch.stack([loss.double() * n, c.double()])
     total, right = epoch_sums(torch.stack([losses.double(), correct.double()]), sizes)
     assert (total, right) == tuple(running.tolist())
+
+
+def test_a_run_never_imports_torchs_compiler(tmp_path):
+    """A packed optimiser calls torch's update function, not a torch.optim.Optimizer, whose first
+    use imports torch._dynamo (1.1-1.8 s of every training process)."""
+    spec = {"data": {"name": "xor", "samples": 64}, "model": {"hidden": [4]}, "optim": {"name": "adam", "lr": 0.01},
+            "train": {"epochs": 2, "batch_size": 16}}
+    code = (f"import json, sys; from nnstudy import training; training.run(json.loads({json.dumps(spec)!r}), {str(tmp_path / 'r')!r}); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    assert (tmp_path / "r" / "run.json").exists()

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..registry import OPTIMIZERS, SCHEDULES, register_optimizer, register_schedule
-from .packed import Packed, packable
+from .packed import Packed, packable, torch_optimizer
 
 MOMENTUM = {"type": "number", "minimum": 0, "default": 0.0}
 
@@ -22,7 +22,7 @@ MOMENTUM = {"type": "number", "minimum": 0, "default": 0.0}
 @register_optimizer("sgd", {"momentum": MOMENTUM, "nesterov": {"type": "boolean", "default": False}}, elementwise=True)
 def sgd(params, lr, weight_decay, momentum=0.0, nesterov=False):
     """Stochastic gradient descent (torch.optim.SGD), optionally with (Nesterov) momentum."""
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return torch_optimizer(torch.optim.SGD, params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
 @register_optimizer("rmsprop", {"momentum": MOMENTUM,
@@ -30,7 +30,7 @@ def sgd(params, lr, weight_decay, momentum=0.0, nesterov=False):
                     elementwise=True)
 def rmsprop(params, lr, weight_decay, momentum=0.0, alpha=0.99):
     """RMSprop (torch.optim.RMSprop); alpha is the smoothing constant of the squared gradients."""
-    return torch.optim.RMSprop(params, lr=lr, momentum=momentum, alpha=alpha, weight_decay=weight_decay)
+    return torch_optimizer(torch.optim.RMSprop, params, lr=lr, momentum=momentum, alpha=alpha, weight_decay=weight_decay)
 
 
 BETAS = {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "minItems": 2,
@@ -40,13 +40,13 @@ BETAS = {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMa
 @register_optimizer("adam", {"betas": BETAS}, elementwise=True)
 def adam(params, lr, weight_decay, betas=(0.9, 0.999)):
     """Adam (torch.optim.Adam); weight decay is added to the gradient (L2)."""
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch_optimizer(torch.optim.Adam, params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
 @register_optimizer("adamw", {"betas": BETAS}, elementwise=True)
 def adamw(params, lr, weight_decay, betas=(0.9, 0.999)):
     """AdamW (torch.optim.AdamW): decoupled weight decay."""
-    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch_optimizer(torch.optim.AdamW, params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
 def make_optimizer(params: list, o: dict) -> torch.optim.Optimizer | Packed:
