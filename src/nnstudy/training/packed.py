@@ -58,7 +58,7 @@ class Functional:
     tests/test_packed.py)."""
 
     def __init__(self, cls: type, flat: nn.Parameter, hyper: dict):
-        self.update, keys, extra = UPDATES[cls]
+        self.update, _, extra = UPDATES[cls]
         defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k not in ("self", "params")}
         self.param_groups = [{"params": [flat], **defaults, **extra, **hyper}]
         self.flat = flat
