@@ -51,9 +51,9 @@ def wall(cmd: list, cwd=ROOT) -> float:
 
 def interleaved(cases: dict, reps: int) -> dict:
     """Median seconds of each case; every repetition runs every case once, so a slow phase of
-    the machine hits them all, in reversed order every other repetition, so no case always
-    runs right after the same one (a fixed order put the telemetry-on CNN epoch at +13-14% that
-    alternated both ways costs 0.4% of a step)."""
+    the machine hits them all; the order is reversed every other repetition, so no case always
+    runs right after the same one (a fixed order had put the telemetry-on CNN epoch at +13-14%,
+    where the statistics cost 0.4% of a step)."""
     times = {name: [] for name in cases}
     for rep in range(reps):
         for name, fn in (cases.items() if rep % 2 == 0 else reversed(cases.items())):

@@ -128,7 +128,7 @@ UPDATES = {
 
 
 class Packed:
-    """`factory([one flat parameter])` over `params`, which become views of that parameter."""
+    """`factory(Flat([one flat parameter]))` over `params`, which become views of that parameter."""
 
     def __init__(self, params: list[nn.Parameter], factory: Callable[[list], torch.optim.Optimizer]):
         self.params = params
