@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nnstudy import data, models, spec
+from nnstudy import models, spec
+from nnstudy.data import device
 from nnstudy.training.callbacks import GradientStats
 
 ROOT = Path(__file__).resolve().parents[1] / "data" / "demo-cifar10"
@@ -32,14 +33,14 @@ def torchvision_loader_pass() -> int:
     return n
 
 
-def nnstudy_pass(d: data.Data, gen) -> int:
+def nnstudy_pass(d: device.Data, gen) -> int:
     n = 0
     for x, _ in d.batches("train", 128, gen):
         n += len(x)
     return n
 
 
-def epoch(model, d: data.Data, gen, channels_last: bool, stats: GradientStats | None) -> int:
+def epoch(model, d: device.Data, gen, channels_last: bool, stats: GradientStats | None) -> int:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     n = 0
     for x, y in d.batches("train", 128, gen):
@@ -72,7 +73,7 @@ def main() -> None:
     resolved = spec.resolve({"data": {"name": "imagefolder", "root": str(ROOT), "crop": 4, "flip": True},
                              "model": {"name": "baseline", "conv": [{"channels": c} for c in (8, 16, 32)],
                                        "hidden": [64]}})
-    d = data.build(resolved["data"], 0, torch.device("cpu"))
+    d = device.build(resolved["data"], 0, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     nchw = models.build(resolved["model"], d.input_shape, d.classes)

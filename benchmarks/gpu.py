@@ -78,10 +78,10 @@ def main() -> None:
     spec = baseline_spec(args.data.resolve())
     spec["data"]["train_size"] = args.train_size
     t0 = time.monotonic()
-    from nnstudy import data
+    from nnstudy.data import device
     from nnstudy.spec import resolve
 
-    data.pools(resolve(spec)["data"])  # decode the JPEGs into the cache every later process reads
+    device.pools(resolve(spec)["data"])  # decode the JPEGs into the cache every later process reads
     out.line(f"- CIFAR-10 JPEG decode into the cache: {time.monotonic() - t0:.1f} s")
     sections = {
         "epoch": (lambda: epochs(out, spec), 40, 0),

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from nnstudy import analyses, training
+from nnstudy import analyses
+from nnstudy.training.run import run as train_run
 from nnstudy.analyses.builtin import confusion_counts, parameter_counts as summary_counts, summarise_confusion
 from nnstudy.spec import SpecError
 
@@ -55,7 +56,7 @@ def test_nnstudy_analyse_writes_the_test_confusion_of_each_run(tmp_path):
             "train": {"epochs": 300, "batch_size": 4, "eval_every": 100, "gradients": False}}
     dirs = [tmp_path / f"s{seed}" for seed in (0, 1)]
     for seed, d in enumerate(dirs):
-        training.run({**spec, "seed": seed}, d)
+        train_run({**spec, "seed": seed}, d)
     out = tmp_path / "analyses"
     done = subprocess.run([sys.executable, "-m", "nnstudy", "analyse", "--analyses-json", '{"confusion": {}}',
                            "--weights", "best", "--out", str(out), "--device", "cpu", "--runs", *map(str, dirs)],
@@ -82,7 +83,7 @@ def _xor_runs(tmp_path, seeds=(0, 1), **train):
             "train": {"epochs": 300, "batch_size": 4, "eval_every": 100, "gradients": False, **train}}
     dirs = [tmp_path / f"s{seed}" for seed in seeds]
     for seed, d in zip(seeds, dirs):
-        training.run({**spec, "seed": seed}, d)
+        train_run({**spec, "seed": seed}, d)
     return dirs
 
 
@@ -130,7 +131,7 @@ def test_gradient_trace_shows_vanishing_gradients_of_a_deep_sigmoid_mlp(tmp_path
     ratio = {}
     for act in ("sigmoid", "relu"):
         run = tmp_path / act
-        training.run({"seed": 0, "data": {"name": "xor", "samples": 256, "noise": 0.1},
+        train_run({"seed": 0, "data": {"name": "xor", "samples": 256, "noise": 0.1},
                       "model": {"hidden": [32] * 6, "activation": act}, "train": {"epochs": 1, "batch_size": 32}}, run)
         trace = _summarised("gradient_trace", [run], tmp_path)["trace"].sort_values("layer_index")
         assert trace["layer_index"].tolist() == list(range(7))
@@ -143,7 +144,7 @@ def test_filter_grid_shape_and_each_tile_normalised_on_its_own(tmp_path):
 
     spec = {"seed": 0, "data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10")},
             "model": {"name": "convnet", "conv": [{"channels": 8}], "hidden": [16]}, "train": {"epochs": 1}}
-    training.run(spec, tmp_path / "r")
+    train_run(spec, tmp_path / "r")
     tiles = _summarised("filters", [tmp_path / "r"], tmp_path)["tiles"]
     f, maps = tiles[tiles["kind"] == "filter"], tiles[tiles["kind"] == "activation"]
     assert len(f) == 8 * 3 * 3 * 3 and len(maps) == 3 * 8 * 32 * 32  # 8 filters 3x3 on RGB; 3 images' 32x32 maps
@@ -163,7 +164,7 @@ def test_predictions_count_the_seeds_right_on_each_fixed_image_and_keep_its_pixe
 
     spec = {"seed": 0, "data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10")},
             "model": {"name": "convnet", "hidden": [8]}, "train": {"epochs": 1}}
-    training.run(spec, tmp_path / "img")
+    train_run(spec, tmp_path / "img")
     tables = _summarised("predictions", [tmp_path / "img"], tmp_path, {"fixed": 3, "wrong": 5})
     import nnstudy
     from PIL import Image
@@ -181,7 +182,7 @@ def test_predictions_count_the_seeds_right_on_each_fixed_image_and_keep_its_pixe
 def test_tsne_shape_and_the_same_embedding_for_a_fixed_seed(tmp_path):
     spec = {"seed": 0, "data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10")},
             "model": {"name": "convnet", "conv": [{"channels": 4}], "hidden": [16]}, "train": {"epochs": 1}}
-    training.run(spec, tmp_path / "r")
+    train_run(spec, tmp_path / "r")
     a = analyses.entry("tsne").factory(nnstudy_load(tmp_path / "r"), samples=100)
     b = analyses.entry("tsne").factory(nnstudy_load(tmp_path / "r"), samples=100)
     assert a.shape == (100, 4) and a["label"].value_counts().tolist() == [10] * 10  # stratified

@@ -9,7 +9,8 @@ import torch
 from conftest import ROOT, mnist_spec
 from test_train import _checkpoint_epoch, kill_at_epoch
 
-from nnstudy import schemas, training
+from nnstudy import schemas
+from nnstudy.training.run import run as train_run
 
 
 def same_run(a, b) -> None:
@@ -43,13 +44,13 @@ def test_bundled_runs_equal_runs_alone_and_a_killed_bundle_redoes_only_unfinishe
     done = json.loads((tmp_path / "done.json").read_text())["runs"]
     assert done == {o.name: {"id": m["id"], "status": "completed"} for o, m in zip(outs, manifests)}
     for spec, out in zip(specs, outs):
-        training.run(spec, tmp_path / "alone" / out.name, threads=2)
+        train_run(spec, tmp_path / "alone" / out.name, threads=2)
         same_run(out, tmp_path / "alone" / out.name)
 
 
 def test_a_folder_holding_another_run_is_kept_unless_replace(tmp_path):
     xor = {"data": {"name": "xor"}, "model": {"name": "convnet", "hidden": [4]}, "train": {"epochs": 1}}
-    training.run(xor, tmp_path / "run")
+    train_run(xor, tmp_path / "run")
     other = json.dumps([{"spec": {**xor, "seed": 7}, "out": str(tmp_path / "run")}])
     train = lambda *extra: subprocess.run([sys.executable, "-m", "nnstudy", "train", "--runs-json", other, *extra],  # noqa: E731
                                           cwd=ROOT, capture_output=True, text=True, timeout=120)

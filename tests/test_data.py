@@ -3,40 +3,39 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nnstudy import data
-from nnstudy.data import sources
+from nnstudy.data import device, pool, sources
 from nnstudy.spec import resolve
 
 
 def test_halves_split_is_disjoint_stratified_and_swaps():
     y = torch.arange(100) % 4
-    a, b = data.split(y, "halves", 0.1, False, seed=7)
-    b2, a2 = data.split(y, "halves", 0.1, True, seed=7)
+    a, b = pool.split(y, "halves", 0.1, False, seed=7)
+    b2, a2 = pool.split(y, "halves", 0.1, True, seed=7)
     assert torch.equal(a, a2) and torch.equal(b, b2)
     assert len(set(a.tolist()) & set(b.tolist())) == 0 and len(a) + len(b) == 100
     assert torch.bincount(y[a]).tolist() == [12, 12, 12, 12]
-    c, _ = data.split(y, "halves", 0.1, False, seed=8)
+    c, _ = pool.split(y, "halves", 0.1, False, seed=8)
     assert not torch.equal(a, c)  # the seed draws the halves
 
 
 def test_holdout_split_takes_the_fraction_of_each_class():
     y = torch.tensor([0] * 50 + [1] * 30)
-    train, val = data.split(y, "holdout", 0.2, False, seed=0)
+    train, val = pool.split(y, "holdout", 0.2, False, seed=0)
     assert torch.bincount(y[val]).tolist() == [10, 6]
     assert sorted(train.tolist() + val.tolist()) == list(range(80))
 
 
 def test_stratified_subset_is_balanced_and_fixed():
     y = torch.arange(1000) % 10
-    s1 = data.stratified_take(y, 95, torch.Generator().manual_seed(0))
-    s2 = data.stratified_take(y, 95, torch.Generator().manual_seed(0))
+    s1 = pool.stratified_take(y, 95, torch.Generator().manual_seed(0))
+    s2 = pool.stratified_take(y, 95, torch.Generator().manual_seed(0))
     assert torch.equal(s1, s2) and len(s1) == 95
     assert sorted(torch.bincount(y[s1]).tolist()) == [9] * 5 + [10] * 5
 
 
 def test_crop_shifts_within_padding():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
-    out = data.crop_at(x, 1, torch.tensor([[[0], [2]], [[1], [0]]]))
+    out = device.crop_at(x, 1, torch.tensor([[[0], [2]], [[1], [0]]]))
     # sample 0 shifted down a row (a zero row on top), sample 1 up a row and right a column
     assert torch.equal(out[0, 0, 1:], x[0, 0, :3]) and not out[0, 0, 0].any()
     assert torch.equal(out[1, 0, :3, 1:], x[1, 0, 1:, :3]) and not out[1, 0, 3].any() and not out[1, 0, :, 0].any()
@@ -54,7 +53,7 @@ def test_crop_is_each_samples_window_of_its_padded_image():
     shift = torch.randint(0, 5, (2, 16, 1), generator=g)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     expected = torch.stack([padded[i, :, dy:dy + 8, dx:dx + 6] for i, (dy, dx) in enumerate(shift[:, :, 0].T.tolist())])
-    assert torch.equal(data.crop_at(x, 2, shift), expected)
+    assert torch.equal(device.crop_at(x, 2, shift), expected)
 
 
 def test_imagefolder_pool_is_decoded_and_cached(tmp_path, monkeypatch):
@@ -76,7 +75,7 @@ def test_imagefolder_pool_is_decoded_and_cached(tmp_path, monkeypatch):
 
 def test_training_split_statistics_normalise(shared_data, monkeypatch):
     spec = resolve({"data": {"name": "mnist", "root": str(shared_data), "train_size": 2000, "test_size": 500}})
-    d = data.build(spec["data"], seed=0, device=torch.device("cpu"))
+    d = device.build(spec["data"], seed=0, device=torch.device("cpu"))
     x = torch.cat([xb for xb, _ in d.batches("train", 512)])
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
     assert len(d.train_idx) == 1800 and len(d.val_idx) == 200 and len(d.test_y) == 500
@@ -85,7 +84,7 @@ def test_training_split_statistics_normalise(shared_data, monkeypatch):
 def test_an_epochs_augmentation_is_drawn_as_batch_by_batch_draws_were():
     """Flips and crops are drawn before the epoch's first step (no host copy per step), in the
     order per-batch drawing used: the shuffle, then per batch its flips and its crop offsets."""
-    d = data.Data(train_x=torch.rand(10, 1, 4, 4), train_y=torch.zeros(10, dtype=torch.int64),
+    d = device.Data(train_x=torch.rand(10, 1, 4, 4), train_y=torch.zeros(10, dtype=torch.int64),
                   test_x=torch.rand(2, 1, 4, 4), test_y=torch.zeros(2, dtype=torch.int64),
                   train_idx=torch.arange(10), val_idx=torch.arange(0), classes=1, mean=None, std=None,
                   resize=None, crop=1, flip=True, images=True)
@@ -96,5 +95,5 @@ def test_an_epochs_augmentation_is_drawn_as_batch_by_batch_draws_were():
         x = d.train_x[idx[start:start + 4]]
         flip = torch.rand(len(x), generator=gen) < 0.5
         shift = torch.randint(0, 3, (2, len(x), 1), generator=gen)
-        expected.append(data.crop_at(torch.where(flip[:, None, None, None], x.flip(3), x), 1, shift))
+        expected.append(device.crop_at(torch.where(flip[:, None, None, None], x.flip(3), x), 1, shift))
     assert torch.equal(got, torch.cat(expected))

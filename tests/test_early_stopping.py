@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT, mnist_spec
 from test_train import _without_clock, kill_at_epoch
 
-from nnstudy import cli, schemas, training
+from nnstudy import cli, schemas
+from nnstudy.training.run import run as train_run
 
 
 def plateau(shared_data, **train):
@@ -20,13 +21,13 @@ def plateau(shared_data, **train):
 
 
 def test_stops_at_the_expected_epoch_on_a_plateau(shared_data, tmp_path):
-    manifest = training.run(plateau(shared_data), tmp_path / "r")
+    manifest = train_run(plateau(shared_data), tmp_path / "r")
     assert manifest["stopped_epoch"] == 4 and manifest["epochs_completed"] == 4  # best at 1, then 3 without gain
     m = schemas.read(tmp_path / "r" / "metrics.parquet", schemas.METRICS)
     assert m["epoch"].max() == 4 and (m["stopped_epoch"] == 4).all()
-    every_other = training.run(plateau(shared_data, eval_every=2), tmp_path / "e2")
+    every_other = train_run(plateau(shared_data, eval_every=2), tmp_path / "e2")
     assert every_other["stopped_epoch"] == 8  # only evaluated epochs (2, 4, 6, 8) count
-    full = training.run(mnist_spec(shared_data, train={"epochs": 2}), tmp_path / "full")
+    full = train_run(mnist_spec(shared_data, train={"epochs": 2}), tmp_path / "full")
     assert full["stopped_epoch"] is None
     assert schemas.read(tmp_path / "full" / "metrics.parquet", schemas.METRICS)["stopped_epoch"].isna().all()
 
@@ -48,8 +49,8 @@ def test_sigkill_after_patience_started_resumes_to_the_same_stop(shared_data, tm
     out = tmp_path / "killed"
     # Killed at epoch 3: best at 1, two epochs without gain counted.
     kill_at_epoch(["--spec", tmp_path / "spec.json", "--out", out, "--threads", "2"], out, 3, ROOT, timeout=180)
-    resumed = training.run(spec, out, threads=2)
-    straight = training.run(spec, tmp_path / "straight", threads=2)
+    resumed = train_run(spec, out, threads=2)
+    straight = train_run(spec, tmp_path / "straight", threads=2)
     assert resumed["resumed_from"] and resumed["resumed_from"][0] >= 3
     assert resumed["stopped_epoch"] == straight["stopped_epoch"] == 6
     a, b = (schemas.read(tmp_path / d / "metrics.parquet", schemas.METRICS) for d in ("killed", "straight"))

@@ -6,8 +6,10 @@ import torchvision.transforms.v2.functional as TF
 from conftest import mnist_spec
 
 import nnstudy
-from nnstudy import data, registry, spec as spec_mod, training
+from nnstudy import registry, spec as spec_mod
+from nnstudy.data import device
 from nnstudy.training.epoch import evaluate
+from nnstudy.training.run import run as train_run
 
 
 def test_every_registered_name_is_in_the_schema_and_the_reverse():
@@ -27,8 +29,8 @@ def test_every_registered_name_is_in_the_schema_and_the_reverse():
 def _batch(spec_data: dict, shared_data):
     resolved = spec_mod.resolve({"data": {"name": "mnist", "root": str(shared_data), "train_size": 100,
                                           "test_size": 10, **spec_data}})
-    d = data.build(resolved["data"], seed=0, device=torch.device("cpu"))
-    raw = data.pools(resolved["data"])[0].x[d.train_idx[:16]]  # uint8, as the dataset gives them
+    d = device.build(resolved["data"], seed=0, device=torch.device("cpu"))
+    raw = device.pools(resolved["data"])[0].x[d.train_idx[:16]]  # uint8, as the dataset gives them
     return raw, next(d.batches("train", 16))[0]
 
 
@@ -47,15 +49,15 @@ def test_normalize_imagenet_equals_torchvision_normalize(tmp_path):
         return images, labels, images[:10], labels[:10]
 
     resolved = spec_mod.resolve({"data": {"name": "tiny_rgb_test", "normalize": "imagenet", "val_fraction": 0.5}})
-    d = data.build(resolved["data"], seed=0, device=torch.device("cpu"))
+    d = device.build(resolved["data"], seed=0, device=torch.device("cpu"))
     x = next(d.batches("test", 10))[0]
     expected = TF.normalize(images[:10].float() / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     assert torch.equal(x, expected)
     explicit = spec_mod.resolve({"data": {"name": "tiny_rgb_test", "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}})
-    x = next(data.build(explicit["data"], 0, torch.device("cpu")).batches("test", 10))[0]
+    x = next(device.build(explicit["data"], 0, torch.device("cpu")).batches("test", 10))[0]
     assert torch.equal(x, (images[:10].float() / 255 - 0.5) / 0.25)
     resized = spec_mod.resolve({"data": {"name": "tiny_rgb_test", "resize": 16}})
-    assert next(data.build(resized["data"], 0, torch.device("cpu")).batches("test", 10))[0].shape == (10, 3, 16, 16)
+    assert next(device.build(resized["data"], 0, torch.device("cpu")).batches("test", 10))[0].shape == (10, 3, 16, 16)
     assert spec_mod.run_id(resolved) != spec_mod.run_id(explicit)  # normalisation is part of the identity
 
 
@@ -63,7 +65,7 @@ def test_xor_2_4_1_with_one_sigmoid_output_and_binary_cross_entropy(tmp_path):
     spec = {"seed": 0, "data": {"name": "xor", "val_fraction": 0.0}, "loss": "binary_cross_entropy",
             "model": {"hidden": [4], "activation": "tanh"}, "optim": {"name": "adam", "lr": 0.1},
             "train": {"epochs": 500, "batch_size": 4, "eval_every": 100}}
-    training.run(spec, tmp_path / "r")
+    train_run(spec, tmp_path / "r")
     weights = torch.load(tmp_path / "r" / "model.pt")
     assert weights["classifier.fc1.weight"].shape == (4, 2) and weights["classifier.fc2.weight"].shape == (1, 4)
     m = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
@@ -73,7 +75,7 @@ def test_xor_2_4_1_with_one_sigmoid_output_and_binary_cross_entropy(tmp_path):
 def test_load_run_recomputes_the_recorded_test_accuracy_exactly(shared_data, tmp_path):
     spec = mnist_spec(shared_data, model={"preset": "small_cnn", "conv": [{"channels": 4}, {"channels": 8}],
                                           "hidden": [16]})
-    manifest = training.run(spec, tmp_path / "r")
+    manifest = train_run(spec, tmp_path / "r")
     run = nnstudy.load_run(tmp_path / "r")
     assert run.id == manifest["id"] and run.spec == manifest["spec"] and not run.model.training
     assert len(run.data.val_idx) == 300 and len(run.data.test_y) == 1000  # the run's own split
@@ -91,15 +93,13 @@ def test_images_kept_as_normalised_floats_train_exactly_as_uint8_batches(tmp_pat
     from conftest import ROOT
     from test_bundles import same_run
 
-    from nnstudy.data import device as data_device
-
     spec = {"data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10"), "flip": True, "crop": 2},
             "model": {"name": "convnet", "conv": [{"channels": 4}], "hidden": [16]}, "train": {"epochs": 2}}
-    assert data.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.float32
-    training.run(spec, tmp_path / "resident", threads=1)
-    monkeypatch.setattr(data_device, "RESIDENT_FLOAT_BYTES", 0)
-    assert data.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.uint8
-    training.run(spec, tmp_path / "per_batch", threads=1)
+    assert device.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.float32
+    train_run(spec, tmp_path / "resident", threads=1)
+    monkeypatch.setattr(device, "RESIDENT_FLOAT_BYTES", 0)
+    assert device.build(spec_mod.resolve(spec)["data"], 0, torch.device("cpu")).train_x.dtype == torch.uint8
+    train_run(spec, tmp_path / "per_batch", threads=1)
     same_run(tmp_path / "resident", tmp_path / "per_batch")
 
 
@@ -110,7 +110,7 @@ def test_bf16_and_compile_are_spec_options_of_their_own_runs(tmp_path):
             "train": {"epochs": 2, "batch_size": 16}}
     runs = {}
     for name, extra in {"fp32": {}, "bf16": {"precision": "bf16"}, "compiled": {"compile": True}}.items():
-        manifest = training.run({**base, "train": {**base["train"], **extra}}, tmp_path / name)
+        manifest = train_run({**base, "train": {**base["train"], **extra}}, tmp_path / name)
         runs[name] = (manifest, pd.read_parquet(tmp_path / name / "metrics.parquet")["loss"].to_numpy())
     assert len({m["id"] for m, _ in runs.values()}) == 3
     assert runs["bf16"][0]["spec"]["train"]["precision"] == "bf16" and runs["compiled"][0]["spec"]["train"]["compile"]

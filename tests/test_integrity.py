@@ -13,7 +13,8 @@ from conftest import ROOT, mnist_spec
 from test_train import _checkpoint_epoch, _without_clock
 
 import nnstudy
-from nnstudy import cli, schemas, training
+from nnstudy import cli, schemas
+from nnstudy.training.run import run as train_run
 from nnstudy.spec import SpecError
 
 
@@ -24,7 +25,7 @@ def small(shared_data, epochs=3):
 @pytest.fixture
 def straight(shared_data, tmp_path):
     """The uninterrupted run everything is compared with."""
-    training.run(small(shared_data), tmp_path / "straight")
+    train_run(small(shared_data), tmp_path / "straight")
     return schemas.read(tmp_path / "straight" / "metrics.parquet", schemas.METRICS)
 
 
@@ -32,7 +33,7 @@ def straight(shared_data, tmp_path):
 def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(shared_data, tmp_path, straight, damage, capfd):
     spec = small(shared_data)
     out = tmp_path / "r"
-    training.run(spec, out)  # finished: its last two checkpoints are still there
+    train_run(spec, out)  # finished: its last two checkpoints are still there
     (out / "run.json").unlink()
     blob = bytearray((out / "checkpoint.pt").read_bytes())
     if damage == "truncate":
@@ -40,7 +41,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(shared_dat
     else:
         blob[len(blob) // 3] ^= 0x10
     (out / "checkpoint.pt").write_bytes(bytes(blob))
-    manifest = training.run(spec, out)
+    manifest = train_run(spec, out)
     assert "set aside a damaged checkpoint" in capfd.readouterr().err
     assert (out / "checkpoint.pt.bad").exists() and manifest["resumed_from"] == [2]  # the previous one
     pd.testing.assert_frame_equal(_without_clock(schemas.read(out / "metrics.parquet", schemas.METRICS)),
@@ -49,10 +50,10 @@ def test_damaged_checkpoint_is_set_aside_and_the_previous_one_resumes(shared_dat
 
 def test_a_finished_run_whose_outputs_were_deleted_is_finished_not_retrained(shared_data, tmp_path, straight):
     spec, out = small(shared_data), tmp_path / "r"
-    first = training.run(spec, out)
+    first = train_run(spec, out)
     for name in ("metrics.parquet", "gradients.parquet", "model.pt", "run.json"):  # --rerun-incomplete
         (out / name).unlink()
-    again = training.run(spec, out)
+    again = train_run(spec, out)
     assert again["resumed_from"] == [3] and again["train_seconds"] == first["train_seconds"]
     assert again["files"] == first["files"]  # the same bytes: nothing was trained again
     nnstudy.training.checkpoint.release(out)
@@ -73,7 +74,7 @@ def test_one_writer_per_run_directory_and_stale_temporary_files_go(shared_data, 
 
 
 def test_damaged_weights_of_a_source_run_stop_with_the_file_named(shared_data, tmp_path):
-    training.run(small(shared_data, epochs=1), tmp_path / "src")
+    train_run(small(shared_data, epochs=1), tmp_path / "src")
     weights = tmp_path / "src" / "model.pt"
     blob = bytearray(weights.read_bytes())
     blob[-100] ^= 0x01
@@ -81,7 +82,7 @@ def test_damaged_weights_of_a_source_run_stop_with_the_file_named(shared_data, t
     spec = small(shared_data, epochs=1)
     spec["transfer"] = {"source": str(weights), "freeze": ["classifier.fc1"]}
     with pytest.raises(SpecError, match="model.pt does not match the checksum in .*run.json"):
-        training.run(spec, tmp_path / "dst")
+        train_run(spec, tmp_path / "dst")
     with pytest.raises(SpecError, match="does not match the checksum"):
         nnstudy.load_run(tmp_path / "src")
 
@@ -106,7 +107,7 @@ def test_every_start_is_recorded_even_one_killed_before_its_checkpoint(shared_da
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     killed_at = _checkpoint_epoch(out / "checkpoint.pt")
-    manifest = training.run(spec, out, threads=2)
+    manifest = train_run(spec, out, threads=2)
     assert manifest["resumed_from"] == [2, killed_at] and _attempts(out) == 3
 
 
@@ -127,7 +128,7 @@ def test_a_damaged_parquet_file_of_a_finished_run_is_healed(shared_data, tmp_pat
     from nnstudy.runs import heal
 
     spec, out = small(shared_data), tmp_path / "r"
-    first = training.run(spec, out)
+    first = train_run(spec, out)
     path = out / "metrics.parquet"
     blob = bytearray(path.read_bytes())
     if damage == "truncate":
@@ -136,7 +137,7 @@ def test_a_damaged_parquet_file_of_a_finished_run_is_healed(shared_data, tmp_pat
         blob[len(blob) // 2] ^= 0x04
     path.write_bytes(bytes(blob))
     assert heal([out, tmp_path / "straight"]) == 1 and not (out / "run.json").exists()
-    again = training.run(spec, out)  # what the workflow's rerun does: finished from the kept checkpoint
+    again = train_run(spec, out)  # what the workflow's rerun does: finished from the kept checkpoint
     assert again["files"] == first["files"] and again["resumed_from"] == [3]
     pd.testing.assert_frame_equal(_without_clock(schemas.read(path, schemas.METRICS)), _without_clock(straight))
 
@@ -145,7 +146,7 @@ def test_truncated_weights_of_a_finished_run_are_healed(shared_data, tmp_path):
     from nnstudy.runs import damaged, heal
 
     out = tmp_path / "r"
-    training.run(small(shared_data, epochs=1), out)
+    train_run(small(shared_data, epochs=1), out)
     weights = out / "model.pt"
     weights.write_bytes(weights.read_bytes()[:-1000])
     assert damaged(out) == ["model.pt"]

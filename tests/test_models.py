@@ -145,11 +145,11 @@ def test_torchvision_pretrained_loads_the_cached_file_and_replaces_the_head(torc
     {"name": "block_attention", "channels": [8, 16], "blocks": [1, 1], "k": 2},
 ], ids=lambda m: m["name"])
 def test_trains_one_epoch_on_demo_cifar(tmp_path, model):
-    from nnstudy import training
+    from nnstudy.training.run import run as train_run
 
     spec = {"data": DEMO, "model": model, "train": {"epochs": 1, "batch_size": 64},
             "optim": {"name": "adam", "lr": 1e-3}}
-    manifest = training.run(spec, tmp_path / "run", progress=False)
+    manifest = train_run(spec, tmp_path / "run", progress=False)
     assert manifest["status"] == "completed"
     assert nnstudy.load_run(tmp_path / "run").channels_last
 
@@ -170,12 +170,13 @@ def test_cli_pretrained_without_weights_stops_with_the_cache_path(torch_home, tm
 
 
 def test_pretrained_frozen_backbone_keeps_the_cached_weights(torch_home, tmp_path):
-    from nnstudy import spec as spec_mod, training
+    from nnstudy import spec as spec_mod
+    from nnstudy.training.run import run as train_run
     from nnstudy.training.build import build
 
     saved = cache_resnet18(torch_home)
     spec = pretrained_spec(transfer={"freeze": ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]})
-    assert training.run(spec, tmp_path / "run", progress=False)["status"] == "completed"
+    assert train_run(spec, tmp_path / "run", progress=False)["status"] == "completed"
     trained = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     for name, tensor in trained.items():
         if not name.startswith("fc."):

@@ -146,7 +146,7 @@ def test_a_run_never_imports_torchs_compiler(tmp_path):
     use imports torch._dynamo (1.1-1.8 s of every training process)."""
     spec = {"data": {"name": "xor", "samples": 64}, "model": {"hidden": [4]}, "optim": {"name": "adam", "lr": 0.01},
             "train": {"epochs": 2, "batch_size": 16}}
-    code = (f"import json, sys; from nnstudy import training; training.run(json.loads({json.dumps(spec)!r}), {str(tmp_path / 'r')!r}); "
+    code = (f"import json, sys; from nnstudy.training.run import run; run(json.loads({json.dumps(spec)!r}), {str(tmp_path / 'r')!r}); "
             "print('torch._dynamo' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

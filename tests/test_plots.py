@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from nnstudy import plots, stats
+from nnstudy import figures, plots, stats
 from nnstudy.study.plan import variant_label
 
 
@@ -80,7 +80,7 @@ def test_a_two_key_grid_draws_a_heatmap_and_one_numeric_key_a_line(tmp_path):
     exp = {"grid": {"optim.lr": lrs, "model.dropout": drops}}
     final = final_table(400)
     final["variant"] = [variant_label({"optim.lr": a, "model.dropout": b}) for a in lrs for b in drops]
-    assert plots.grid_shape(exp) == "heatmap" and "final_lr.png" in plots.figure_names({"lr": exp})
+    assert figures.grid_shape(exp) == "heatmap" and "final_lr.png" in figures.figure_names({"lr": exp})
     shown = []
     real = plt.Axes.imshow
     try:
@@ -92,10 +92,10 @@ def test_a_two_key_grid_draws_a_heatmap_and_one_numeric_key_a_line(tmp_path):
     assert Image.open(tmp_path / "heat.png").size[0] < 1400
     one = {"grid": {"optim.lr": [0.001, 0.01, 0.1]}}
     line = final_table(3).assign(variant=[variant_label({"optim.lr": v}) for v in (0.001, 0.01, 0.1)])
-    assert plots.grid_shape(one) == "line"
+    assert figures.grid_shape(one) == "line"
     plots.figure_grid(line, "lr", one, tmp_path / "line.png")
     assert Image.open(tmp_path / "line.png").size[0] < 1000
-    assert plots.grid_shape({"grid": {"model.batchnorm": [False, True]}}) is None  # two categories: the shared figure
+    assert figures.grid_shape({"grid": {"model.batchnorm": [False, True]}}) is None  # two categories: the shared figure
 
 
 def test_curve_splits_choose_what_the_curves_show():

@@ -10,7 +10,8 @@ from conftest import ROOT
 from test_train import _without_clock, kill_at_epoch
 from test_workflow import job_counts, planned_runs, snakemake
 
-from nnstudy import schemas, spec as spec_mod, training
+from nnstudy import schemas, spec as spec_mod
+from nnstudy.training.run import run as train_run
 from nnstudy.spec import SpecError
 from nnstudy.study import Study
 
@@ -75,9 +76,9 @@ def test_plugin_run_resumes_bit_identical_after_sigkill(plugged):
     (plugged / "spec.json").write_text(json.dumps(spec))
     out = plugged / "killed"
     kill_at_epoch(["--spec", "spec.json", "--out", out, "--threads", "1"], out, 2, plugged, timeout=180)
-    resumed = training.run(spec, out, threads=1)
+    resumed = train_run(spec, out, threads=1)
     assert resumed["resumed_from"] == [2] and resumed["spec"]["plugins"]["blobs.py"]
-    training.run(spec, plugged / "straight", threads=1)
+    train_run(spec, plugged / "straight", threads=1)
     for name, schema in (("metrics", schemas.METRICS), ("gradients", schemas.GRADIENTS)):
         a, b = (schemas.read(plugged / d / f"{name}.parquet", schema) for d in ("killed", "straight"))
         pd.testing.assert_frame_equal(_without_clock(a) if name == "metrics" else a,

@@ -38,8 +38,8 @@ def test_missing_data_names_root_and_option(tmp_path, capsys):
 
 
 def test_transfer_prefix_that_matches_nothing(tmp_path, shared_data, capsys):
-    from nnstudy import training
-    src = training.run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "src")
+    from nnstudy.training.run import run as train_run
+    src = train_run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "src")
     assert src["status"] == "completed"
     bad = mnist_spec(shared_data, transfer={"source": str(tmp_path / "src" / "model.pt"), "freeze": ["featurs"]})
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(bad))
@@ -108,7 +108,7 @@ def test_a_constant_channel_is_scaled_not_divided_by_zero(capsys):
     import torch
 
     import nnstudy
-    from nnstudy import data
+    from nnstudy.data import device
 
     images = torch.randint(0, 256, (20, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     images[:, 1] = 128
@@ -117,7 +117,7 @@ def test_a_constant_channel_is_scaled_not_divided_by_zero(capsys):
     def flat():
         return images, torch.arange(20) % 2, images[:4], torch.arange(4) % 2
 
-    d = data.build(spec_mod.resolve({"data": {"name": "flat_channel_test"}})["data"], 0, torch.device("cpu"))
+    d = device.build(spec_mod.resolve({"data": {"name": "flat_channel_test"}})["data"], 0, torch.device("cpu"))
     x = next(d.batches("test", 4))[0]
     assert torch.isfinite(x).all() and (x[:, 1] == 0).all()
     assert "channel(s) [1] of flat_channel_test are constant" in capsys.readouterr().err

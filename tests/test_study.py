@@ -1,4 +1,7 @@
 """The run table of a study file: identities, shared runs, selection templates, bad references."""
+import subprocess
+import sys
+
 import pytest
 from conftest import ROOT
 
@@ -20,6 +23,19 @@ def test_default_study_trains_70_runs_and_shares_identical_specs():
     no_dropout = {r.seed: r.key for r in study.rows if r.experiment == "gradient_flow" and r.variant == "dropout=0.0,batchnorm=false"}
     joint = {r.seed: r.key for r in study.rows if r.experiment == "dropout" and r.variant == "dropout=0.0"}
     assert no_dropout == joint  # same resolved spec, one run
+
+
+def test_planning_a_study_imports_neither_torch_nor_matplotlib():
+    """Snakemake's start and every summary step plan the study (each registry's declarations,
+    every run's spec and key, the figure list); importing torch and matplotlib there cost each
+    such process about 3 s."""
+    code = ("import sys; from pathlib import Path; from nnstudy import figures, runs; "
+            "from nnstudy.study import Study, compose; "
+            "study = Study(compose([], {'budget': 'demo'}, Path('config.yaml'))); "
+            "names = figures.figure_names(study.config['experiments']); "
+            "print(len(study.trained), len(names), [m for m in ('torch', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.split("\n")[0] == "70 15 []", out.stderr[-2000:]
 
 
 def test_jobs_pack_whole_variants_and_the_awaited_ones_go_first():

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, mnist_spec
 
-from nnstudy import schemas, spec as spec_mod, training
+from nnstudy import schemas, spec as spec_mod
+from nnstudy.training.run import run as train_run
 from nnstudy.training.losses import manual_cross_entropy
 from nnstudy.training.optim import lr_at
 from nnstudy.training.checkpoint import CorruptFile, load_verified, save_verified
@@ -24,8 +25,8 @@ def _without_clock(df):
 
 def test_two_epochs_write_declared_schemas_and_repeat_exactly(shared_data, tmp_path):
     spec = mnist_spec(shared_data)
-    m1 = training.run(spec, tmp_path / "a", threads=2)
-    m2 = training.run(spec, tmp_path / "b", threads=2)
+    m1 = train_run(spec, tmp_path / "a", threads=2)
+    m2 = train_run(spec, tmp_path / "b", threads=2)
     assert m1["id"] == m2["id"] and m1["status"] == "completed"
     metrics = [schemas.read(tmp_path / d / "metrics.parquet", schemas.METRICS) for d in "ab"]
     grads = [schemas.read(tmp_path / d / "gradients.parquet", schemas.GRADIENTS) for d in "ab"]
@@ -46,13 +47,13 @@ def test_two_epochs_write_declared_schemas_and_repeat_exactly(shared_data, tmp_p
     assert (tmp_path / "a" / "checkpoint.pt").exists()  # kept until the workflow releases it
     # A finished run is not recomputed.
     before = (tmp_path / "a" / "metrics.parquet").stat().st_mtime_ns
-    assert training.run(spec, tmp_path / "a")["id"] == m1["id"]
+    assert train_run(spec, tmp_path / "a")["id"] == m1["id"]
     assert (tmp_path / "a" / "metrics.parquet").stat().st_mtime_ns == before
 
 
 def test_seed_changes_the_run(shared_data, tmp_path):
-    a = training.run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "a")
-    b = training.run(mnist_spec(shared_data, train={"epochs": 1}, seed=4), tmp_path / "b")
+    a = train_run(mnist_spec(shared_data, train={"epochs": 1}), tmp_path / "a")
+    b = train_run(mnist_spec(shared_data, train={"epochs": 1}, seed=4), tmp_path / "b")
     assert a["id"] != b["id"]
     la = pd.read_parquet(tmp_path / "a" / "metrics.parquet")["loss"].to_numpy()
     lb = pd.read_parquet(tmp_path / "b" / "metrics.parquet")["loss"].to_numpy()
@@ -173,9 +174,9 @@ def test_sigkilled_run_resumes_bit_identical(shared_data, tmp_path):
     assert 2 <= killed_at < 4
     assert not (out / "run.json").exists() and not (out / "metrics.parquet").exists()
 
-    resumed = training.run(spec, out, threads=2)
+    resumed = train_run(spec, out, threads=2)
     assert resumed["resumed_from"] == [killed_at]
-    training.run(spec, tmp_path / "straight", threads=2)
+    train_run(spec, tmp_path / "straight", threads=2)
     for name, schema in (("metrics.parquet", schemas.METRICS), ("gradients.parquet", schemas.GRADIENTS)):
         a = schemas.read(out / name, schema)
         b = schemas.read(tmp_path / "straight" / name, schema)
@@ -188,12 +189,12 @@ def test_sigkilled_run_resumes_bit_identical(shared_data, tmp_path):
 
 def test_transfer_freezes_conv_layers_and_retrains_the_head(shared_data, tmp_path):
     cnn = {"conv": [{"channels": 4}, {"channels": 8}], "hidden": [16], "batchnorm": True, "dropout": 0.0}
-    src = training.run(mnist_spec(shared_data, model=cnn, train={"epochs": 1}), tmp_path / "src")
+    src = train_run(mnist_spec(shared_data, model=cnn, train={"epochs": 1}), tmp_path / "src")
     spec = mnist_spec(shared_data, model=cnn, train={"epochs": 2},
                       data={"split": "halves", "swap": True},
                       transfer={"source": str(tmp_path / "src" / "model.pt"), "freeze": ["features"],
                                 "reinit": ["classifier"]})
-    run = training.run(spec, tmp_path / "dst")
+    run = train_run(spec, tmp_path / "dst")
     assert run["status"] == "completed" and run["id"] != src["id"]
     before = torch.load(tmp_path / "src" / "model.pt", weights_only=True)
     after = torch.load(tmp_path / "dst" / "model.pt", weights_only=True)
@@ -218,7 +219,7 @@ def test_warmup_lr_follows_its_formula_per_epoch(tmp_path):
     spec = {"data": {"name": "xor"}, "model": {"hidden": [8], "activation": "tanh"},
             "optim": {"name": "sgd", "lr": 0.1},
             "schedule": {"name": "warmup", "warmup_epochs": 3, "start_lr": 0.01}, "train": {"epochs": 5}}
-    training.run(spec, tmp_path / "r")
+    train_run(spec, tmp_path / "r")
     lrs = pd.read_parquet(tmp_path / "r" / "metrics.parquet").query("split == 'train'")["lr"].tolist()
     expected = [0.01 + (0.1 - 0.01) * min(e - 1, 3) / 3 for e in range(1, 6)]
     assert lrs == pytest.approx(expected, abs=1e-15)
@@ -237,7 +238,7 @@ def test_decay_schedules():
 def test_xor_is_learned_by_a_tiny_mlp(tmp_path):
     spec = {"seed": 0, "data": {"name": "xor", "val_fraction": 0.0}, "model": {"hidden": [8], "activation": "tanh"},
             "optim": {"name": "adam", "lr": 0.05}, "train": {"epochs": 300, "batch_size": 4, "eval_every": 50}}
-    training.run(spec, tmp_path / "r")
+    train_run(spec, tmp_path / "r")
     m = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
     assert set(m["split"]) == {"train", "test"}  # no validation split asked for
     assert m.query("split == 'test' and epoch == 300")["accuracy"].item() == 1.0
@@ -246,7 +247,7 @@ def test_xor_is_learned_by_a_tiny_mlp(tmp_path):
 
 def test_diverging_run_is_marked_not_raised(shared_data, tmp_path):
     spec = mnist_spec(shared_data, optim={"lr": 1e3}, train={"epochs": 3})
-    manifest = training.run(spec, tmp_path / "r")
+    manifest = train_run(spec, tmp_path / "r")
     assert manifest["status"] == "diverged"
     m = pd.read_parquet(tmp_path / "r" / "metrics.parquet")
     last = m[m["epoch"] == m["epoch"].max()]
@@ -259,5 +260,5 @@ def test_a_checkpoint_of_another_spec_is_discarded(tmp_path):
     (tmp_path / "r").mkdir()
     ckpt = {"run": "0123456789ab", "state": {"epoch": 2}}
     save_verified(ckpt, tmp_path / "r" / "checkpoint.pt")
-    manifest = training.run(spec, tmp_path / "r")
+    manifest = train_run(spec, tmp_path / "r")
     assert manifest["resumed_from"] == [] and manifest["epochs_completed"] == 3

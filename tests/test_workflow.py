@@ -15,7 +15,7 @@ import yaml
 from conftest import ROOT
 from markupsafe import escape
 
-from nnstudy import plots, schemas
+from nnstudy import figures, schemas
 from nnstudy.study import Study, compose
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_demo_study_end_to_end(demo):
     for name, schema in schemas.SUMMARY_TABLES.items():
         table = schemas.read(res / "summary" / f"{name}.parquet", schema)
         assert len(table) > 0, name
-    names = plots.figure_names(demo["config"].config["experiments"])
+    names = figures.figure_names(demo["config"].config["experiments"])
     assert "transfer_vs_joint.png" in names
     for name in names:
         assert (res / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

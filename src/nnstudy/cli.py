@@ -25,14 +25,14 @@ def _train(args) -> None:
         remove_stale([args.done])
     slot = gpu.claim() if args.device is None else None  # noqa: F841 (held until exit)
 
-    from . import training
+    from .training.run import run
 
     done = {}
     for i, (raw, out) in enumerate(runs, 1):
         if args.runs_json is not None:  # `nnstudy status` reads a run's lines of its job's log from here on
             print(f"nnstudy: run {out.name}: starting ({i} of {len(runs)})", file=sys.stderr, flush=True)
         resolved = spec.resolve(study.materialise(raw, selections))  # a bad spec stops here, before any work
-        manifest = training.run(resolved, out, threads=args.threads, device=args.device, replace=args.replace)
+        manifest = run(resolved, out, threads=args.threads, device=args.device, replace=args.replace)
         done[out.name] = {"id": manifest["id"], "status": manifest["status"]}
         print(f"run {manifest['id']} {manifest['status']}: results in {out.resolve()}", flush=True)
     if args.done:

@@ -12,6 +12,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .aggregate import HIGHER_IS_BETTER, natural_key  # noqa: E402
+from .figures import grid_shape, transfers  # noqa: E402
 
 MANY = 12      # more variants than this: thin lines (one collection) by variant order, no bands or legend
 RANKED = 30    # more variants than this in a final-value figure: the best RANKED, ranked
@@ -207,33 +208,6 @@ def figure_gradients(flow: pd.DataFrame, experiment: str, path: Path) -> None:
     _save(fig, path)
 
 
-def _transfer(experiments: dict) -> dict[str, str]:
-    return {e: x["transfer_from"] for e, x in experiments.items() if "transfer_from" in x}
-
-
-def grid_shape(experiment: dict) -> str | None:
-    """How an experiment's final test accuracy is drawn on its own: "line" for one numeric grid
-    key with at least 3 values (metric against the value), "heatmap" for a product of two grid
-    keys; None otherwise (its variants appear in the study's final-metric figure only)."""
-    grid = experiment.get("grid", {})
-    if "random" in experiment or any(isinstance(v, dict) for vs in grid.values() for v in vs):
-        return None
-    if len(grid) == 1:
-        (values,) = grid.values()
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        return "line" if numeric and len(values) >= 3 else None
-    return "heatmap" if len(grid) == 2 and experiment.get("mode", "product") == "product" else None
-
-
-def figure_names(experiments: dict) -> list[str]:
-    """The figure files of a study with these experiments (the study file's mapping)."""
-    names = [f"curves_{e}.png" for e in experiments] + ["final_test_accuracy.png", "final_gap.png"]
-    names += [f"final_{e}.png" for e, x in experiments.items() if grid_shape(x)]
-    if _transfer(experiments):
-        names.append("transfer_vs_joint.png")
-    return names + [f"gradient_flow_{e}.png" for e in experiments]
-
-
 def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) -> None:
     """An experiment's final test accuracy in the shape of its grid (see grid_shape)."""
     from .study.plan import fmt, variant_label
@@ -281,9 +255,9 @@ def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) ->
 
 
 def draw_all(summary: dict, experiments: dict, out_dir: Path, curve_splits: list[str] | None = None) -> None:
-    """Every figure of figure_names(experiments) from the summary tables (name -> DataFrame)."""
+    """Every figure of figures.figure_names(experiments) from the summary tables (name -> DataFrame)."""
     out_dir = Path(out_dir)
-    transfer = _transfer(experiments)
+    transfer = transfers(experiments)
     for e, x in experiments.items():
         figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png", curve_splits)
         figure_gradients(summary["gradient_flow"], e, out_dir / f"gradient_flow_{e}.png")

@@ -6,12 +6,14 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .spec import SpecError, resolve
-from .training.build import Built, build, pick_device
-from .training.transfer import verify
+
+if TYPE_CHECKING:
+    import torch
+
+    from .training.build import Built
 
 
 def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.device | None = None) -> Built:
@@ -19,6 +21,11 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     `.model` (in eval mode, with the final weights, model.pt, or those of the epoch of best
     validation accuracy, best.pt), `.loss_fn`, `.predict`. Plugins the run used are loaded and must still have
     the content it was trained with."""
+    import torch  # here: planning a study (heal, damaged) needs no torch
+
+    from .training.build import build, pick_device
+    from .training.transfer import verify
+
     run_dir = Path(run_dir)
     files = {"final": "model.pt", "best": "best.pt"}
     if weights not in files:

@@ -14,7 +14,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
 )
 
-from nnstudy import plots, schemas, spec
+from nnstudy import figures, schemas, spec
 from nnstudy.runs import heal, reopen
 from nnstudy.study import Study, compose
 
@@ -45,7 +45,7 @@ validate(
 )  # fills the study-level defaults into `config` for the scripts
 R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
-FIGURES = [f"{R}/figures/{n}" for n in plots.figure_names(config["experiments"])]
+FIGURES = [f"{R}/figures/{n}" for n in figures.figure_names(config["experiments"])]
 SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLES}
 # One file per training job, written once every run in it has finished: the summary steps'
 # inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.

@@ -1,6 +1,7 @@
 """Data: registered datasets (sources), their cached pools and splits (pool), and a run's
-batches on its device (device)."""
-from .device import Data, build, crop_at, pools
-from .pool import DataError, Pool, cache_dir, split, stratified_take
+batches on its device (device). The package and its declarations (sources) import no torch, so
+that planning a study does not load it; pool and device do."""
 
-__all__ = ["Data", "DataError", "Pool", "build", "cache_dir", "crop_at", "pools", "split", "stratified_take"]
+
+class DataError(RuntimeError):
+    """Data missing or malformed; the message names where it looked and what to change."""

@@ -11,13 +11,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import DataError
 from ..schemas import atomic
 
 SUBSET_SEED = 0  # subsets (train_size, test_size) are the same pool for every seed of a study
-
-
-class DataError(RuntimeError):
-    """Data missing or malformed; the message names where it looked and what to change."""
 
 
 def cache_dir() -> Path:

@@ -1,17 +1,21 @@
 """nnstudy's own datasets, registered by name. A dataset factory takes its parameters and
 returns (train_x, train_y, test_x, test_y): uint8 images (N, C, H, W) or float features (N, D),
-int64 labels. torchvision is imported only where a torchvision dataset is decoded (once per
-dataset and cache), because importing it costs ~1.5 s in every training process."""
+int64 labels. torch is imported only where data is built (declaring the datasets must not load it:
+planning a study needs only the declarations), torchvision only where a torchvision dataset is
+decoded (once per dataset and cache), because importing it costs ~1.5 s in every training process."""
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+from . import DataError
 from ..registry import register_dataset
-from .pool import DataError, cached
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 ROOT = {"description": "Data root (torchvision's layout).", "type": "string", "default": "data"}
@@ -36,6 +40,8 @@ def _decode_torchvision(cls_name: str, download: bool, root: Path, train: bool) 
 
 def _torchvision(name: str, cls_name: str, doc: str) -> None:
     def factory(root="data", download=False):
+        from .pool import cached  # torch: imported where data is built, not where a study is planned
+
         decode = partial(_decode_torchvision, cls_name, download)
         train, test = cached(name, root, True, decode), cached(name, root, False, decode)
         return train.x, train.y, test.x, test.y
@@ -86,12 +92,16 @@ def _decode_imagefolder(root: Path, train: bool) -> tuple[np.ndarray, np.ndarray
                                             "and test/<class>/*.jpg|png."}})
 def imagefolder(root="data"):
     """Images in ImageFolder layout (train/ and test/, one folder per class, sorted names = labels)."""
+    from .pool import cached
+
     train, test = cached("imagefolder", root, True, _decode_imagefolder), cached("imagefolder", root, False,
                                                                                  _decode_imagefolder)
     return train.x, train.y, test.x, test.y
 
 
 def _xor_points(samples: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     corners = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     labels = torch.tensor([0, 1, 1, 0])
     idx = torch.arange(samples) % 4

@@ -1,11 +1,15 @@
 """Models: every architecture is a registered factory (nnstudy.registry.MODELS); these helpers
-work on any nn.Module, so users' own models get the same treatment as nnstudy's."""
+work on any nn.Module, so users' own models get the same treatment as nnstudy's. Declaring the
+models imports no torch (their layers are in nnstudy.models.nets): planning a study needs only
+the declarations."""
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .. import registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class ModelError(ValueError):
@@ -19,6 +23,8 @@ from . import convnet, resnet, attention, torchvision_models  # noqa: E402,F401 
 def build(model_spec: dict, input_shape: tuple[int, ...], classes: int) -> nn.Module:
     """A fresh model from the resolved `spec['model']`, initialised by the global torch RNG
     (seed it first). `classes` is the number of outputs the loss wants."""
+    from torch import nn
+
     entry = registry.MODELS.get(model_spec["name"], "spec.model.name")
     params = {k: v for k, v in model_spec.items() if k != "name"}
     where = f"model {entry.name!r}" + (f" of plugin {entry.origin.rsplit('@', 1)[0]}" if entry.origin else "")
@@ -37,12 +43,16 @@ def build(model_spec: dict, input_shape: tuple[int, ...], classes: int) -> nn.Mo
 
 def has_conv(model: nn.Module) -> bool:
     """Whether the model has 2-d convolutions (then it trains in channels_last)."""
+    from torch import nn
+
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def reinitialise(model: nn.Module, prefixes: tuple[str, ...]) -> None:
     """Re-initialise every module under `prefixes`: the model's own way if it has one
     (`model.reinitialise(prefixes)`), else each module's `reset_parameters()`."""
+    from torch import nn
+
     if hasattr(model, "reinitialise"):
         model.reinitialise(prefixes)
         return
@@ -58,6 +68,9 @@ def forward_order(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, i
     conv/linear layer among conv/linear layers in forward order; any other module (batch norm,
     a user's module with its own parameters) gets the index of the layer before it, so models
     with and without batch norm line up by depth. Modules the forward pass never calls come last."""
+    import torch
+    from torch import nn
+
     order: list[str] = []
     owners = {name: m for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
     hooks = [m.register_forward_hook(lambda _m, _i, _o, name=name: order.append(name)) for name, m in owners.items()]

@@ -1,4 +1,5 @@
-"""The configurable conv net (none of its conv blocks for an MLP) and its named presets.
+"""The configurable conv net (none of its conv blocks for an MLP) and its named presets, as the
+registry declares them; the layers are built by nnstudy.models.nets.convnet.
 
 Parameter names are readable and stable (features.conv1.weight, classifier.fc2.bias), so the
 transfer options freeze/reinit can name groups by prefix: `features` = every conv layer,
@@ -6,15 +7,11 @@ transfer options freeze/reinit can name groups by prefix: `features` = every con
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from ..registry import MODELS, register_model
 
-import torch
-from torch import nn
-
-from ..registry import register_model, MODELS
-
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+# name -> its torch.nn module
+ACTIVATIONS = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+POOLS = {"max": "MaxPool2d", "avg": "AvgPool2d"}
 INITS = ("default", "kaiming_normal", "xavier")
 
 PARAMS = {
@@ -45,88 +42,19 @@ PARAMS = {
 }
 
 
-class Net(nn.Module):
-    def __init__(self, features: nn.Sequential, classifier: nn.Sequential, init: str, activation: str):
-        super().__init__()
-        self.features = features
-        self.classifier = classifier
-        self.init, self.activation = init, activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
-
-    def reinitialise(self, prefixes: tuple[str, ...]) -> None:
-        """Re-initialise the layers under `prefixes` the way they were first initialised."""
-        initialise(self, self.init, self.activation, prefixes)
-
-
 def _channels_as_lists(model: dict, where: str) -> None:
     for block in model["conv"]:
         if isinstance(block["channels"], int):
             block["channels"] = [block["channels"]]
 
 
-def _features(conv: list, in_channels: int, act, batchnorm: bool, conv_dropout: float) -> nn.Sequential:
-    feats: OrderedDict[str, nn.Module] = OrderedDict()
-    channels, k = in_channels, 0
-    for b, block in enumerate(conv, start=1):
-        for out in block["channels"]:
-            k += 1
-            feats[f"conv{k}"] = nn.Conv2d(channels, out, block.get("kernel", 3), padding=block.get("padding", 1))
-            if batchnorm:
-                feats[f"bn{k}"] = nn.BatchNorm2d(out)
-            feats[f"act{k}"] = act()
-            channels = out
-        if block.get("pool", "max") != "none":
-            feats[f"pool{b}"] = POOLS[block.get("pool", "max")](2)
-        if conv_dropout > 0:
-            feats[f"drop{b}"] = nn.Dropout(conv_dropout)
-    return nn.Sequential(feats)
-
-
 @register_model("convnet", PARAMS, canonical=_channels_as_lists)
-def convnet(input_shape, classes, conv=(), hidden=(128, 64), activation="relu", dropout=0.0, conv_dropout=0.0,
-            batchnorm=False, init="default") -> Net:
+def convnet(input_shape, classes, **params):
     """Conv blocks (conv, [batch norm], activation, per block a pooling and [dropout]), then fully
     connected layers ([batch norm], activation, [dropout]) and the class layer."""
-    conv = [{**b, "channels": [b["channels"]] if isinstance(b["channels"], int) else b["channels"]} for b in conv]
-    act = ACTIVATIONS[activation]
-    features = _features(conv, input_shape[0], act, batchnorm, conv_dropout)
-    with torch.no_grad():
-        width = features(torch.zeros(1, *input_shape)).flatten(1).shape[1]
-    head: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, out in enumerate(hidden, start=1):
-        head[f"fc{i}"] = nn.Linear(width, out)
-        if batchnorm:
-            head[f"bn_fc{i}"] = nn.BatchNorm1d(out)
-        head[f"act_fc{i}"] = act()
-        if dropout > 0:
-            head[f"drop_fc{i}"] = nn.Dropout(dropout)
-        width = out
-    head[f"fc{len(hidden) + 1}"] = nn.Linear(width, classes)
-    model = Net(features, nn.Sequential(head), init, activation)
-    initialise(model, init, activation)
-    return model
+    from .nets.convnet import convnet as build  # torch: imported where a model is built, not where a study is planned
 
-
-def initialise(model: nn.Module, how: str, activation: str, prefixes: tuple[str, ...] = ("",)) -> None:
-    """(Re-)initialise the conv/linear/batch-norm layers whose names start with one of `prefixes`."""
-    for name, m in model.named_modules():
-        if not name or not name.startswith(prefixes):
-            continue
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            if how == "default":
-                m.reset_parameters()
-            elif how == "kaiming_normal":
-                nonlin = activation if activation in ("relu", "leaky_relu") else "linear"
-                nn.init.kaiming_normal_(m.weight, nonlinearity=nonlin)
-                nn.init.zeros_(m.bias)
-            else:
-                nn.init.xavier_uniform_(m.weight, gain=nn.init.calculate_gain(activation))
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_parameters()
-            m.reset_running_stats()
+    return build(input_shape, classes, **params)
 
 
 # Named architectures. Widths are output channels / units; the class layer is implicit.

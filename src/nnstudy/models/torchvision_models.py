@@ -10,10 +10,8 @@ from __future__ import annotations
 import socket
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import torch
-from torch import nn
 
 from . import ModelError
 from ..registry import register_model
@@ -21,6 +19,9 @@ from ..registry import register_model
 # Per socket operation, not for the whole download: an unreachable server fails within seconds,
 # a slow but live download goes on.
 DOWNLOAD_TIMEOUT_S = 10
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PARAMS = {
     "arch": {"description": "A torchvision classification model, as torchvision.models.list_models("
@@ -56,6 +57,7 @@ def torchvision_model(input_shape, classes, arch="resnet18", pretrained=None) ->
 
 def weights_file(arch: str) -> Path:
     """Where torch.hub caches the DEFAULT ImageNet weights of `arch` (whether or not they are there)."""
+    import torch
     import torchvision
 
     url = torchvision.models.get_model_weights(arch).DEFAULT.url
@@ -105,6 +107,8 @@ def _drop_auxiliary_heads(model: nn.Module) -> None:
 def _replace_head(model: nn.Module, classes: int, arch: str) -> None:
     # The last Linear is the class layer in every torchvision classifier that has one (resnet's fc,
     # vgg's classifier.6, vit's heads.head, ...); squeezenet's is a conv.
+    from torch import nn
+
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ModelError(f"spec.model.arch: {arch} has no Linear class layer to replace by one with "

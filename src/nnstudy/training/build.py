@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import data as data_mod, models, registry
+from .. import models, registry
+from ..data import device as data_mod
 from ..spec import SpecError, run_id
 from . import transfer
 

@@ -3,10 +3,12 @@
 logits into class labels (for accuracy)."""
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from ..registry import register_loss
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -20,6 +22,8 @@ def _softmax_outputs(classes: int) -> int:
 @register_loss("cross_entropy", {}, outputs=_softmax_outputs, predict=_argmax)
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy (torch.nn.functional.cross_entropy)."""
+    from torch.nn import functional as F  # here: the declarations load without torch
+
     return F.cross_entropy(logits, y)
 
 
@@ -27,7 +31,7 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def manual_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy from log-softmax and one-hot targets, without torch.nn losses."""
     log_probs = logits - logits.logsumexp(dim=1, keepdim=True)
-    one_hot = torch.zeros_like(log_probs).scatter_(1, y[:, None], 1.0)
+    one_hot = log_probs.new_zeros(log_probs.shape).scatter_(1, y[:, None], 1.0)
     return -(one_hot * log_probs).sum(dim=1).mean()
 
 
@@ -47,4 +51,6 @@ def _threshold(logits: torch.Tensor) -> torch.Tensor:
 def binary_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of one sigmoid output (the classic 2-4-1 XOR network): the model
     gives one logit, sigmoid(logit) is P(class 1)."""
+    from torch.nn import functional as F
+
     return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))

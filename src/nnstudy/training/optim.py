@@ -10,19 +10,31 @@ schedule.start_lr) is shared by every schedule and handwritten here: no torch sc
 from __future__ import annotations
 
 import math
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..registry import OPTIMIZERS, SCHEDULES, register_optimizer, register_schedule
-from .packed import Packed, packable, torch_optimizer
+
+if TYPE_CHECKING:
+    import torch
+
+    from .packed import Packed
 
 MOMENTUM = {"type": "number", "minimum": 0, "default": 0.0}
+
+
+def torch_optimizer(name: str, params, **hyper):
+    """torch.optim.<name> over `params`, stepped as training.packed does (the same arithmetic)."""
+    import torch  # here: the declarations below load without torch (planning a study needs only them)
+
+    from . import packed
+
+    return packed.torch_optimizer(getattr(torch.optim, name), params, **hyper)
 
 
 @register_optimizer("sgd", {"momentum": MOMENTUM, "nesterov": {"type": "boolean", "default": False}}, elementwise=True)
 def sgd(params, lr, weight_decay, momentum=0.0, nesterov=False):
     """Stochastic gradient descent (torch.optim.SGD), optionally with (Nesterov) momentum."""
-    return torch_optimizer(torch.optim.SGD, params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return torch_optimizer("SGD", params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
 @register_optimizer("rmsprop", {"momentum": MOMENTUM,
@@ -30,7 +42,7 @@ def sgd(params, lr, weight_decay, momentum=0.0, nesterov=False):
                     elementwise=True)
 def rmsprop(params, lr, weight_decay, momentum=0.0, alpha=0.99):
     """RMSprop (torch.optim.RMSprop); alpha is the smoothing constant of the squared gradients."""
-    return torch_optimizer(torch.optim.RMSprop, params, lr=lr, momentum=momentum, alpha=alpha, weight_decay=weight_decay)
+    return torch_optimizer("RMSprop", params, lr=lr, momentum=momentum, alpha=alpha, weight_decay=weight_decay)
 
 
 BETAS = {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "minItems": 2,
@@ -40,19 +52,21 @@ BETAS = {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMa
 @register_optimizer("adam", {"betas": BETAS}, elementwise=True)
 def adam(params, lr, weight_decay, betas=(0.9, 0.999)):
     """Adam (torch.optim.Adam); weight decay is added to the gradient (L2)."""
-    return torch_optimizer(torch.optim.Adam, params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch_optimizer("Adam", params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
 @register_optimizer("adamw", {"betas": BETAS}, elementwise=True)
 def adamw(params, lr, weight_decay, betas=(0.9, 0.999)):
     """AdamW (torch.optim.AdamW): decoupled weight decay."""
-    return torch_optimizer(torch.optim.AdamW, params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch_optimizer("AdamW", params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
 
 
 def make_optimizer(params: list, o: dict) -> torch.optim.Optimizer | Packed:
     """The optimiser of the resolved `spec['optim']` over `params`: packed into one flat buffer
     where the optimiser is registered with `elementwise=True` and the parameters allow it
     (training.packed; the same weights, fewer operations per step)."""
+    from .packed import Packed, packable
+
     entry = OPTIMIZERS.get(o["name"], "spec.optim.name")
     own = {k: o[k] for k in entry.params}
     if o["name"] == "sgd" and own["nesterov"] and own["momentum"] <= 0:
