@@ -206,3 +206,39 @@ def test_a_training_job_start_imports_no_summary_libraries():
             "print(sorted(m for m in ('scipy', 'sklearn', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_a_training_job_keeps_its_runs_analyses_equal_to_those_computed_from_disk(tmp_path):
+    """A training job computes the analyses the study asks of each run from the model it has just
+    trained (analyses.keep, best weights here); the experiment's job reads them back without
+    torch, and they equal the ones computed from the saved runs. A damaged kept file, or none,
+    is computed again."""
+    spec = {"data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10"), "split": "holdout",
+                     "val_fraction": 0.2},
+            "model": {"conv": [{"channels": 4}], "hidden": [16], "dropout": 0.25}, "train": {"epochs": 2, "batch_size": 64}}
+    wanted = {"confusion": {}, "tsne": {"samples": 60}, "filters": {}, "cost": {}}
+    outs = [tmp_path / f"r{seed}" for seed in (0, 1)]
+    runs = [{"spec": {**spec, "seed": seed}, "out": str(out), "analyses": [[n, p] for n, p in wanted.items()],
+             "weights": "best"} for seed, out in zip((0, 1), outs)]
+    trained = subprocess.run([sys.executable, "-m", "nnstudy", "train", "--runs-json", json.dumps(runs), "--threads", "1"],
+                             capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    code = ("import json, sys; from pathlib import Path; from nnstudy import analyses; "
+            "analyses.compute(json.loads(sys.argv[1]), sys.argv[3:], 'best', Path(sys.argv[2])); print('torch' in sys.modules)")
+
+    def compute(out):
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(wanted), str(out), *map(str, outs)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.split()[-1]
+
+    assert compute(tmp_path / "kept") == "False"  # all read back: no run loaded, no torch
+    damaged = next((outs[0] / "analyses").glob("confusion-*.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[:-8])
+    for path in (outs[1] / "analyses").iterdir():
+        path.unlink()
+    assert compute(tmp_path / "disk") == "True"  # run 0's confusion and all of run 1's from the saved runs
+    for name in wanted:
+        kept, disk = (pd.read_parquet(tmp_path / side / f"{name}.parquet") for side in ("kept", "disk"))
+        pd.testing.assert_frame_equal(kept, disk, check_exact=True)
+        assert len(kept) and set(kept["key"]) == {"r0", "r1"}

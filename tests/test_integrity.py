@@ -14,6 +14,7 @@ from test_train import _checkpoint_epoch, _without_clock
 
 import nnstudy
 from nnstudy import cli, schemas
+from nnstudy.runs import release
 from nnstudy.training.run import run as train_run
 from nnstudy.spec import SpecError
 
@@ -56,7 +57,7 @@ def test_a_finished_run_whose_outputs_were_deleted_is_finished_not_retrained(sha
     again = train_run(spec, out)
     assert again["resumed_from"] == [3] and again["train_seconds"] == first["train_seconds"]
     assert again["files"] == first["files"]  # the same bytes: nothing was trained again
-    nnstudy.training.checkpoint.release(out)
+    release(out)
     assert not (out / "checkpoint.pt").exists() and not (out / "checkpoint.prev.pt").exists()
 
 

@@ -1,6 +1,7 @@
 """The run table of a study file: identities, shared runs, selection templates, bad references."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -58,6 +59,22 @@ def test_jobs_pack_whole_variants_and_the_awaited_ones_go_first():
     assert {twelve.job_priority(j) for j in twelve.jobs} == {1, 2}
     assert first == {"lr", "dropout"}
     assert twelve.describe_job(next(iter(twelve.jobs))).startswith("lr/lr=0.001, seeds 0, 1, 2, 3, 4; lr/lr=0.003, seeds 0")
+
+
+def test_a_training_job_is_told_the_analyses_of_every_experiment_that_reads_its_runs():
+    study = Study(compose([], {"budget": "demo"}, ROOT / "config.yaml"))
+    runs = {Path(r["out"]).name: r for job in study.jobs for r in study.job_runs(job)}
+    shared = next(r.key for r in study.rows if r.experiment == "gradient_flow" and r.variant == "dropout=0.0,batchnorm=false")
+    # a dropout run that gradient_flow reads too: both experiments' analyses, each once (defaults filled in)
+    assert runs[shared]["analyses"] == [["confusion", {}], ["cost", {}], ["filters", {"images": 3}], ["summary", {}],
+                                        ["gradient_trace", {}]]
+    schedule = next(r.key for r in study.rows if r.experiment == "lr_schedule")
+    assert runs[schedule]["analyses"] == [["confusion", {}], ["cost", {}],
+                                          ["tsne", {"samples": 200, "layer": None, "seed": 0}]]
+    assert {r["weights"] for r in runs.values()} == {"final"}
+    plain = Study(compose([], {"budget": "demo", "experiments": {e: {"analyses": None} for e in study.config["experiments"]}},
+                          ROOT / "config.yaml"))
+    assert not any("analyses" in r for job in plain.jobs for r in plain.job_runs(job))
 
 
 def test_templates_resolve_by_selection_and_borrow_existing_runs():

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,8 +169,7 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
     before = schemas.read(run_dir / "metrics.parquet", schemas.METRICS)
     others = {p: p.stat().st_mtime_ns for p in (demo["results"] / "train").glob("*/run.json")
               if p.parent != run_dir}
-    for f in run_dir.iterdir():
-        f.unlink()
+    shutil.rmtree(run_dir)  # its files and the analyses its job kept: the run is trained again
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", ROOT / "Snakefile", "-d", work, "--cores", "2",
                              *TINY], env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -197,6 +197,7 @@ def test_killed_training_job_resumes_and_only_it_reruns(demo):
     pd.testing.assert_frame_equal(before.drop(columns=list(schemas.WALL_CLOCK)),
                                   after.drop(columns=list(schemas.WALL_CLOCK)))
     assert others == {p: p.stat().st_mtime_ns for p in others}
+    assert (run_dir / "analyses" / "index.json").exists()  # the resumed run's job kept its analyses
 
 
 @pytest.mark.parametrize("change, message", [
@@ -255,8 +256,6 @@ window.addEventListener('load', function () {
 def test_the_demo_report_loads_in_a_browser_with_every_image_decoded(demo, tmp_path):
     """Headless Chromium opens the demo report: no script or resource error, every image
     decoded (naturalWidth > 0). `.ci/run` installs Debian's chromium."""
-    import shutil
-
     browser = shutil.which("chromium")
     if browser is None:
         if os.environ.get("NNSTUDY_BROWSER_TESTS"):

@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from .spec import SpecError
 
@@ -28,11 +29,11 @@ def _train(args) -> None:
     from .training.run import run
 
     done = {}
-    for i, (raw, out) in enumerate(runs, 1):
+    for i, (raw, out, keep) in enumerate(runs, 1):
         if args.runs_json is not None:  # `nnstudy status` reads a run's lines of its job's log from here on
             print(f"nnstudy: run {out.name}: starting ({i} of {len(runs)})", file=sys.stderr, flush=True)
         resolved = spec.resolve(study.materialise(raw, selections))  # a bad spec stops here, before any work
-        manifest = run(resolved, out, threads=args.threads, device=args.device, replace=args.replace)
+        manifest = run(resolved, out, threads=args.threads, device=args.device, replace=args.replace, after=keep)
         done[out.name] = {"id": manifest["id"], "status": manifest["status"]}
         print(f"run {manifest['id']} {manifest['status']}: results in {out.resolve()}", flush=True)
     if args.done:
@@ -41,29 +42,52 @@ def _train(args) -> None:
         write_text(json.dumps({"runs": done}, indent=2) + "\n", args.done)
 
 
-def _runs(args) -> list[tuple[dict, Path]]:
-    """(raw spec, run directory) of each run to train, from --spec/--spec-json and --out, or
-    --runs-json."""
+def _runs(args) -> list[tuple[dict, Path, Callable | None]]:
+    """(raw spec, run directory, what to do once it has trained) of each run to train, from
+    --spec/--spec-json and --out, or --runs-json (whose runs may list the analyses to keep)."""
     if args.runs_json is not None:
         try:
-            runs = [(r["spec"], Path(r["out"])) for r in json.loads(args.runs_json)]
+            runs = [(r["spec"], Path(r["out"]), _keeper(r, i)) for i, r in enumerate(json.loads(args.runs_json))]
         except (json.JSONDecodeError, TypeError, KeyError) as e:
             raise SpecError(f"--runs-json: not a JSON list of {{\"spec\": ..., \"out\": ...}} ({e})") from None
     elif args.out is None:
         raise SpecError("--out: required with --spec or --spec-json (the run directory)")
     elif args.spec_json is not None:
         try:
-            runs = [(json.loads(args.spec_json), args.out)]
+            runs = [(json.loads(args.spec_json), args.out, None)]
         except json.JSONDecodeError as e:
             raise SpecError(f"--spec-json: not valid JSON ({e})") from None
     else:
         from .spec import read
 
-        runs = [(read(args.spec), args.out)]
-    for _, out in runs:
+        runs = [(read(args.spec), args.out, None)]
+    for _, out, _ in runs:
         if out.exists() and not out.is_dir():
             raise SpecError(f"--out {out}: a file is there; give a folder for the run")
     return runs
+
+
+def _keeper(item: dict, i: int) -> Callable | None:
+    """What a training job does once a --runs-json run has trained: keep the analyses the study
+    asks of it ("analyses": [[name, parameters], ...] of the run's "weights", final or best).
+    An analysis this process does not know (a study plugin's that no run loads) is left to the
+    experiment's analyse job."""
+    wanted = item.get("analyses")
+    if not wanted:
+        return None
+    from . import analyses, registry
+
+    where = f"--runs-json[{i}]"
+    if not isinstance(wanted, list) or not all(isinstance(w, list) and len(w) == 2 for w in wanted):
+        raise SpecError(f"{where}.analyses: a list of [name, parameters] pairs, got {wanted!r}")
+    registry.builtins()
+    wanted = [[name, params] for name, params in wanted if name in registry.ANALYSES.names()]
+    for name, params in wanted:
+        analyses.check(name, params, f"{where}.analyses")
+    weights = item.get("weights", "final")
+    if weights not in analyses.WEIGHTS:
+        raise SpecError(f"{where}.weights: {weights!r} is not allowed; allowed values: {', '.join(analyses.WEIGHTS)}")
+    return lambda built: analyses.keep(built, wanted, weights)
 
 
 def _analyse(args) -> None:
@@ -182,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_compare, errors=(OSError, ValueError))
 
     args = parser.parse_args(argv)
-    from .data.pool import DataError
+    from .data import DataError
     from .models import ModelError
     from .registry import RegistryError
 

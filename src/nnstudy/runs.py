@@ -1,5 +1,6 @@
 """The one way back from disk: a finished run's spec, data (same seed, same split) and model;
-and the check that a finished run's files are still what its run.json recorded."""
+the check that a finished run's files are still what its run.json recorded; and the release of
+its checkpoints once the workflow has recorded it. Only load_run imports torch."""
 from __future__ import annotations
 
 import hashlib
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     import torch
 
     from .training.build import Built
+
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")  # a run's latest two (training.checkpoint)
 
 
 def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.device | None = None) -> Built:
@@ -93,3 +96,10 @@ def reopen(jobs: dict) -> int:
             Path(job).unlink()
             reopened += 1
     return reopened
+
+
+def release(run_dir: str | Path) -> None:
+    """Drop a finished run's checkpoints: called once the workflow has recorded it as done."""
+    if (Path(run_dir) / "run.json").exists():
+        for name in CHECKPOINTS:
+            (Path(run_dir) / name).unlink(missing_ok=True)

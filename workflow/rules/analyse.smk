@@ -1,9 +1,10 @@
-# Per-run analyses (an experiment's `analyses:` in the study file): one job per experiment
-# computes all of them for every run the experiment reads (each run loaded once, with the study's
-# `analysis_weights`) into results/<study>/analyses/<experiment>/<analysis>.parquet; then one job
-# averages every analysis over seeds per variant (its declared tables) and draws one figure per
-# experiment into results/<study>/summary/analyses/<analysis>/ (a process per analysis cost more
-# start-up than work).
+# Per-run analyses (an experiment's `analyses:` in the study file): the training jobs compute them
+# for the runs they train (nnstudy.analyses.keep, from the model in memory); one job per experiment
+# gathers them for every run the experiment reads, with the study's `analysis_weights`, loading a
+# run only for what it lacks, into results/<study>/analyses/<experiment>/<analysis>.parquet; then
+# one job averages every analysis over seeds per variant (its declared tables) and draws one figure
+# per experiment into results/<study>/summary/analyses/<analysis>/ (a process per analysis cost
+# more start-up than work).
 localrules:
     analysis_summaries,
 

@@ -1,8 +1,9 @@
 # A training job trains up to `runs_per_job` runs (whole variants of one experiment) one after
 # another in one process; training goes before analyses, and first the jobs that selections and
 # transfers wait on (job_priority). Each run keeps its own folder, atomic outputs, checkpoint and
-# resume; the job's file lists them once all have finished. A killed job resumes its unfinished
-# runs only: finished ones return at once.
+# resume, and the analyses its experiments ask of it (computed here, from the model in memory);
+# the job's file lists them once all have finished. A killed job resumes its unfinished runs
+# only: finished ones return at once.
 rule train:
     input:
         unpack(train_inputs),

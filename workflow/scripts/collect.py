@@ -2,7 +2,7 @@ from nnstudy.logs import logged
 
 with logged(snakemake.log[0], snakemake.output):
     from nnstudy.study import Study, collect, load_selections
-    from nnstudy.training.checkpoint import release
+    from nnstudy.runs import release
 
     study = Study(snakemake.config)
     collect(study, load_selections(snakemake.input.selections), snakemake.output.runs, snakemake.output.gradients)

@@ -8,10 +8,16 @@ computes its analyses for every run it reads from `load_run` (final or best weig
 run's `key`; one job per analysis (summary/analyses/<name>/) runs `summarise`, which turns
 the runs' rows, labelled with experiment, variant and seed, into the declared `tables` (per
 variant, over seeds); `draw(ax, tables, variant)` draws one variant on an Axes and returns it.
+
+The training job computes the analyses the study asks of each run it trains, from the model
+still in memory (`keep`), into the run's analyses/ folder; the experiment's job then reads them
+instead of starting torch and loading every run again, and computes only what is not there.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -46,27 +52,98 @@ def run_schema(name: str) -> pa.Schema:
 
 
 def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Path, device=None) -> None:
-    """Each analysis of `wanted` (name -> parameters) for every run in `run_dirs` (each loaded
-    once), written to the folder `out` as <name>.parquet; built beside it, then renamed."""
+    """Each analysis of `wanted` (name -> parameters) for every run in `run_dirs`, written to the
+    folder `out` as <name>.parquet; built beside it, then renamed. What a run's training job kept
+    is read; a run is loaded (once) only for what it did not keep."""
     from ..runs import load_run
 
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in wanted}
     for run_dir in map(Path, run_dirs):
-        run = load_run(run_dir, weights=weights if weights == "final" or _has_best(run_dir) else "final",
-                       device=device)
+        try:
+            used = _weights(json.loads((run_dir / "run.json").read_text()), weights)
+        except OSError:  # not a finished run: load_run says so
+            used = "final"
+        run = None
         for name, params in wanted.items():
-            try:
-                frames[name].append(entry(name).factory(run, **(params or {})).assign(key=run_dir.name))
-            except ValueError as e:  # what an analysis says of its input (e.g. a layer that does not exist)
-                raise SpecError(f"analysis {name!r} of run {run_dir}: {e}") from None
+            frame = _kept(run_dir, name, params or {}, used)
+            if frame is None:
+                run = run or load_run(run_dir, weights=used, device=device)
+                frame = _analyse(run, name, params or {})
+            frames[name].append(frame.assign(key=run_dir.name))
     with schemas.atomic_dir(out) as tmp:
         for name, parts in frames.items():
             schemas.write(pd.concat(parts, ignore_index=True), run_schema(name), tmp / f"{name}.parquet")
 
 
-def _has_best(run_dir: Path) -> bool:
+def _analyse(run, name: str, params: dict) -> pd.DataFrame:
+    try:
+        return entry(name).factory(run, **params)
+    except ValueError as e:  # what an analysis says of its input (e.g. a layer that does not exist)
+        raise SpecError(f"analysis {name!r} of run {run.dir}: {e}") from None
+
+
+WEIGHTS = {"final": "model.pt", "best": "best.pt"}
+KEPT = "analyses"  # a run's folder of the analyses its training job computed; index.json lists them
+
+
+def _weights(manifest: dict, weights: str) -> str:
     """A run without a validation split has no best.pt: its final weights stand in."""
-    return "best.pt" in json.loads((run_dir / "run.json").read_text()).get("files", {})
+    return "best" if weights == "best" and "best.pt" in manifest.get("files", {}) else "final"
+
+
+def _kept_name(name: str, params: dict, weights: str) -> str:
+    """<name>-<digest>.parquet: the digest of the analysis, its parameters (defaults filled in),
+    the weights and the plugin (with its content's hash) that registered it."""
+    e = entry(name)
+    params = {**{k: frag["default"] for k, frag in e.params.items() if "default" in frag}, **params}
+    key = json.dumps([name, params, weights, e.origin], sort_keys=True)
+    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def keep(run, wanted: list, weights: str) -> None:
+    """The analyses `wanted` ([name, parameters] pairs) of a run its job has just trained, from
+    the model in memory, into <run>/analyses/ and, last, its index.json: the SHA-256 of the run's
+    run.json and of each file, so a later read trusts only whole files of this very run. An
+    analysis that fails here is left to the experiment's job, which reports it; so is every
+    analysis of a compiled model (hooks do not fire in a compiled forward)."""
+    import torch
+
+    if run.spec["train"]["compile"]:
+        return
+    manifest = json.loads((run.dir / "run.json").read_text())
+    used = _weights(manifest, weights)
+    if used == "best":
+        run.model.load_state_dict(torch.load(run.dir / "best.pt", map_location=run.device, weights_only=True))
+    run.model.eval()
+    folder = run.dir / KEPT
+    shutil.rmtree(folder, ignore_errors=True)  # another training's analyses
+    files = {}
+    for name, params in wanted:
+        try:
+            frame = entry(name).factory(run, **params)
+        except ValueError:
+            continue
+        path = folder / _kept_name(name, params, used)
+        schemas.write(frame, pa.schema(entry(name).extra["schema"]), path)
+        files[path.name] = _sha256(path)
+    index = {"run": _sha256(run.dir / "run.json"), "files": files}
+    schemas.write_text(json.dumps(index, indent=1) + "\n", folder / "index.json")
+
+
+def _kept(run_dir: Path, name: str, params: dict, weights: str) -> pd.DataFrame | None:
+    """The analysis as the run's training job kept it, if it did, from this very run (its
+    run.json unchanged since) and the file is whole; None otherwise."""
+    folder, file = run_dir / KEPT, _kept_name(name, params, weights)
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        whole = index["run"] == _sha256(run_dir / "run.json") and index["files"][file] == _sha256(folder / file)
+        return schemas.read(folder / file, pa.schema(entry(name).extra["schema"])) if whole else None
+    except (OSError, ValueError, LookupError, TypeError):  # none kept, or a damaged index
+        return None
 
 
 def _experiment(path) -> str:

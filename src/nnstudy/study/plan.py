@@ -423,8 +423,23 @@ class Study:
         return {*self.jobs_of(k for k in chosen if k), *(f for job in self.jobs for f in self.job_inputs(job)["sources"])}
 
     def job_runs(self, job: str) -> list[dict]:
-        """What a training job trains: each run's spec (resolved, or a template) and directory."""
-        return [{"spec": self.trained[k].spec, "out": self.run_dir(k)} for k in self.jobs[job]]
+        """What a training job trains: each run's spec (resolved, or a template) and directory,
+        and the analyses the study's experiments ask of it (the job keeps them: analyses.keep)."""
+        weights = self.config.get("analysis_weights", "final")
+        return [{"spec": self.trained[k].spec, "out": self.run_dir(k),
+                 **({"analyses": self._asked[k], "weights": weights} if k in self._asked else {})}
+                for k in self.jobs[job]]
+
+    @functools.cached_property
+    def _asked(self) -> dict[str, list]:
+        """Run key -> the analyses ([name, parameters]) that experiments reading it ask for."""
+        asked: dict[str, list] = {}
+        for exp, cfg in self.config["experiments"].items():
+            pairs = [[name, params or {}] for name, params in (cfg.get("analyses") or {}).items()]
+            for key in self.analysis_keys(exp) if pairs else []:
+                mine = asked.setdefault(key, [])
+                mine += [p for p in pairs if p not in mine]
+        return asked
 
     def describe_job(self, job: str) -> str:
         """"EXPERIMENT/VARIANT, seeds 0, 1, ...[; EXPERIMENT/VARIANT, seeds ...]: runs KEY, ..."

@@ -25,7 +25,7 @@ class Built:
     loss: registry.Entry
     frozen: set[str]
     channels_last: bool
-    dir: Path | None = None  # the run's folder, for a run loaded back (load_run)
+    dir: Path | None = None  # the run's folder, once it has finished (load_run, run's `after`)
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss.factory(logits, y)
@@ -81,7 +81,7 @@ def build(resolved: dict, device: torch.device, with_transfer: bool = True) -> B
 def check_factories(resolved: dict, where: str) -> None:
     """Build the spec's data pools and model on the CPU (what a training job does first), so
     broken user code is reported at plan time, with `where` (the study key) in the message."""
-    from ..data.pool import DataError
+    from ..data import DataError
 
     try:
         train, _ = data_mod.pools(resolved["data"])

@@ -5,7 +5,7 @@ A checkpoint file ends with the SHA-256 of its content, checked on every load: t
 checksum of its own, and a damaged checkpoint must never be resumed from. The previous epoch's
 checkpoint is kept beside it (checkpoint.prev.pt), so a damaged or half-replaced latest one costs
 one epoch, not the run. The last checkpoint outlives the run until the workflow has recorded the
-run as done (`release`), so a run whose outputs were deleted as incomplete is finished from it,
+run as done (nnstudy.runs.release), so a run whose outputs were deleted as incomplete is finished from it,
 never trained again.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from .. import schemas
+from ..runs import CHECKPOINTS as FILES
 from . import provenance
 
 TRAILER = b"nnstudy-sha256:"
-FILES = ("checkpoint.pt", "checkpoint.prev.pt")
 HISTORY = ("metrics", "gradients")  # RunState fields holding rows of every epoch so far
 
 
@@ -134,10 +134,3 @@ def save_weights(state_dict: dict, path: Path) -> str:
     with schemas.atomic(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()
-
-
-def release(run_dir: Path) -> None:
-    """Drop a finished run's checkpoints: called once the workflow has recorded it as done."""
-    if (Path(run_dir) / "run.json").exists():
-        for name in FILES:
-            (Path(run_dir) / name).unlink(missing_ok=True)

@@ -36,10 +36,11 @@ from .optim import lr_at, make_optimizer
 
 
 def run(spec: dict, out: str | Path, threads: int | None = None, device: str | None = None,
-        progress: bool | None = None, replace: bool = False) -> dict:
+        progress: bool | None = None, replace: bool = False, after=None) -> dict:
     """Train the run described by `spec` into `out` (resuming from a checkpoint there) and
     return its manifest (run.json). A finished run in `out` is returned as it is; a finished
-    run of another spec there is an error, or with `replace` trained over."""
+    run of another spec there is an error, or with `replace` trained over. `after(built)` is
+    called once the run has finished here, with its model (final weights) and data in memory."""
     resolved = resolve(spec)
     rid, out = run_id(resolved), Path(out)
     if (out / "run.json").exists():
@@ -95,6 +96,9 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
     bar.close()
     manifest = finish(r, state, out)
     log(f"{manifest['status']} after {state.epoch} epochs: {out}")
+    if after is not None:
+        r.dir = out
+        after(r)
     return manifest
 
 
