@@ -1,4 +1,4 @@
-"""Users' own code: a plugin file registers a model and a dataset that a study uses by name."""
+"""Users' own code: a plugin file registers a model, a dataset and an analysis that a study uses by name."""
 import json
 import shutil
 
@@ -55,6 +55,9 @@ def test_plugin_study_plans_trains_transfers_and_edits_retrain_only_its_runs(plu
         assert torch.equal(src["body.0.weight"], dst["body.0.weight"])
         assert not torch.equal(src["head.weight"], dst["head.weight"])
         assert not torch.equal(src["body.2.weight"], dst["body.2.weight"])
+    means = pd.read_parquet(plugged / "results/plugged/summary/analyses/weight_norms/means.parquet")
+    assert set(means["variant"]) == {"default"} and set(means["layer"]) == set(order)  # the plugin's analysis
+    assert "mean weight norm per layer" in (plugged / "results/plugged/report.html").read_text()
     (plugged / "blobs.py").write_text((plugged / "blobs.py").read_text() + "#")  # one byte more
     edited = plan(plugged)
     changed = {k for k in keys if keys[k] != edited[k]}

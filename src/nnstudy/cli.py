@@ -91,8 +91,9 @@ def _keeper(item: dict, i: int) -> Callable | None:
 
 
 def _analyse(args) -> None:
-    from . import analyses, gpu
+    from . import analyses, gpu, registry
 
+    registry.load_plugins(args.plugins, "--plugins")  # a study's own analyses
     try:
         wanted = json.loads(args.analyses_json)
     except ValueError as e:
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", choices=["final", "best"], default="final", help="final or best-validation weights")
     p.add_argument("--out", type=Path, required=True, help="the folder to write, one <analysis>.parquet each")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--plugins", nargs="*", default=[], help="plugin files or modules to load first (a study's plugins:)")
     p.set_defaults(func=_analyse)
 
     p = sub.add_parser("list", help="list the registered datasets, models, optimisers, schedules, losses and analyses")

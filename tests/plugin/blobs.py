@@ -1,4 +1,7 @@
-"""A user's plugin for the tests: a small dataset and a small model registered by name."""
+"""A user's plugin for the tests: a small dataset, a small model and a per-run analysis
+registered by name."""
+import pandas as pd
+import pyarrow as pa
 import torch
 from torch import nn
 
@@ -32,3 +35,25 @@ class Tower(nn.Module):
 def tower(input_shape, classes, width: int = 32):
     """Two hidden layers of `width` units and a linear head."""
     return Tower(input_shape[0], width, classes)
+
+
+NORMS = pa.schema([("layer", pa.string()), ("norm", pa.float64())])
+MEANS = pa.schema([("experiment", pa.string()), ("variant", pa.string()), ("layer", pa.string()), ("mean", pa.float64())])
+
+
+def _means(rows: pd.DataFrame, level: float) -> dict:
+    means = rows.groupby(["experiment", "variant", "layer"], as_index=False)["norm"].mean()
+    return {"means": means.rename(columns={"norm": "mean"})}
+
+
+def _draw_means(ax, tables: dict, variant: str):
+    ax.bar(tables["means"]["layer"], tables["means"]["mean"])
+    ax.set_title(variant)
+    return ax
+
+
+@nnstudy.register_analysis("weight_norms", schema=NORMS, tables={"means": MEANS}, summarise=_means, draw=_draw_means,
+                           report=lambda tables: {"mean weight norm per layer": tables["means"]})
+def weight_norms(run):
+    """The L2 norm of each parameter tensor of the run's model."""
+    return pd.DataFrame([(name, float(p.norm())) for name, p in run.model.named_parameters()], columns=["layer", "norm"])

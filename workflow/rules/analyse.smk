@@ -30,11 +30,12 @@ rule analyse:
             }
         ),
         weights=config["analysis_weights"],
+        plugins=config["plugins"],
     message:
         "analyse {wildcards.experiment}: {params.analyses}"
     shell:
         "python -m nnstudy analyse --analyses-json {params.analyses:q} --weights {params.weights:q}"
-        " --out {output:q} --runs {params.runs:q} >> {log:q} 2>&1"
+        " --plugins {params.plugins:q} --out {output:q} --runs {params.runs:q} >> {log:q} 2>&1"
 
 
 rule analysis_summaries:
