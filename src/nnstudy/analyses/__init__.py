@@ -125,7 +125,7 @@ def keep(run, wanted: list, weights: str) -> None:
     for name, params in wanted:
         try:
             frame = entry(name).factory(run, **params)
-        except ValueError:
+        except Exception:  # user code too: the analyse job computes it again and reports the error
             continue
         path = folder / _kept_name(name, params, used)
         schemas.write(frame, pa.schema(entry(name).extra["schema"]), path)
