@@ -76,6 +76,7 @@ def _keeper(item: dict, i: int) -> Callable | None:
     if not wanted:
         return None
     from . import analyses, registry
+    from .runs import WEIGHTS
 
     where = f"--runs-json[{i}]"
     if not isinstance(wanted, list) or not all(isinstance(w, list) and len(w) == 2 for w in wanted):
@@ -85,8 +86,8 @@ def _keeper(item: dict, i: int) -> Callable | None:
     for name, params in wanted:
         analyses.check(name, params, f"{where}.analyses")
     weights = item.get("weights", "final")
-    if weights not in analyses.WEIGHTS:
-        raise SpecError(f"{where}.weights: {weights!r} is not allowed; allowed values: {', '.join(analyses.WEIGHTS)}")
+    if weights not in WEIGHTS:
+        raise SpecError(f"{where}.weights: {weights!r} is not allowed; allowed values: {', '.join(WEIGHTS)}")
     return lambda built: analyses.keep(built, wanted, weights)
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .training.build import Built
 
 CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")  # a run's latest two (training.checkpoint)
+WEIGHTS = {"final": "model.pt", "best": "best.pt"}  # which weights of a finished run -> their file
 
 
 def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.device | None = None) -> Built:
@@ -30,8 +31,7 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     from .training.transfer import verify
 
     run_dir = Path(run_dir)
-    files = {"final": "model.pt", "best": "best.pt"}
-    if weights not in files:
+    if weights not in WEIGHTS:
         raise ValueError(f"weights: {weights!r} is not allowed; allowed values: final, best")
     manifest_path = run_dir / "run.json"
     if not manifest_path.exists():
@@ -39,7 +39,7 @@ def load_run(run_dir: str | Path, weights: str = "final", device: str | torch.de
     manifest = json.loads(manifest_path.read_text())
     dev = device if isinstance(device, torch.device) else pick_device(device)
     loaded = build(resolve(manifest["spec"]), dev, with_transfer=False)
-    path = run_dir / files[weights]
+    path = run_dir / WEIGHTS[weights]
     if path.name not in manifest.get("files", {path.name: None}):
         raise SpecError(f"{path}: not a file of this run (run.json lists {', '.join(manifest['files'])})"
                         + (": it had no validation split" if weights == "best" else ""))

@@ -82,7 +82,6 @@ def _analyse(run, name: str, params: dict) -> pd.DataFrame:
         raise SpecError(f"analysis {name!r} of run {run.dir}: {e}") from None
 
 
-WEIGHTS = {"final": "model.pt", "best": "best.pt"}
 KEPT = "analyses"  # a run's folder of the analyses its training job computed; index.json lists them
 
 

@@ -5,8 +5,8 @@ A checkpoint file ends with the SHA-256 of its content, checked on every load: t
 checksum of its own, and a damaged checkpoint must never be resumed from. The previous epoch's
 checkpoint is kept beside it (checkpoint.prev.pt), so a damaged or half-replaced latest one costs
 one epoch, not the run. The last checkpoint outlives the run until the workflow has recorded the
-run as done (nnstudy.runs.release), so a run whose outputs were deleted as incomplete is finished from it,
-never trained again.
+run as done (nnstudy.runs.release), so a run whose outputs were deleted as incomplete is finished
+from it, never trained again.
 """
 from __future__ import annotations
 
