@@ -100,16 +100,21 @@ def test_gradient_stats_count_a_parameter_a_step_did_not_use_as_zero():
     assert rows["b.weight"]["grad_abs_mean"] == 0.0 and rows["b.weight"]["steps"] == 1
 
 
-def test_gradient_stats_match_float64_reference():
-    # float32 running sums over an epoch's steps, reduced in float64: 1e-6 relative at most.
+@pytest.mark.parametrize("packed", [False, True], ids=["tensors", "packed"])
+def test_gradient_stats_match_float64_reference(packed):
+    # float32 running sums over an epoch's steps, reduced in float64: 1e-6 relative at most; over
+    # the packed buffer on the CPU the norms are BLAS dot products, over the tensors torch's norm.
     torch.manual_seed(0)
     from nnstudy import models
     from nnstudy.training.callbacks import GradientStats
+    from nnstudy.training.optim import make_optimizer
 
-    spec = spec_mod.resolve({"model": {"conv": [{"channels": 4}], "hidden": [16], "batchnorm": True}})["model"]
-    model = models.build(spec, (1, 8, 8), 3)
-    stats = GradientStats(model, models.forward_order(model, (1, 8, 8)))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    resolved = spec_mod.resolve({"model": {"conv": [{"channels": 4}], "hidden": [16], "batchnorm": True},
+                                 "optim": {"name": "sgd", "lr": 0.1}})
+    model = models.build(resolved["model"], (1, 8, 8), 3)
+    opt = make_optimizer(list(model.parameters()), resolved["optim"]) if packed else torch.optim.SGD(model.parameters(), lr=0.1)
+    stats = GradientStats(model, models.forward_order(model, (1, 8, 8)), opt.flat.grad if packed else None)
+    assert stats.blas == packed
     stored = {n: [] for n, _ in model.named_parameters()}
     for _ in range(60):
         x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
