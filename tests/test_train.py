@@ -77,7 +77,10 @@ def test_cpu_evaluation_in_chunks_gives_the_numbers_of_one_forward_per_batch(sha
             loss = run.loss_fn(logits, y)
             total += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double()])
             n += len(y)
-    assert chunked == (total[0].item() / n, total[1].item() / n)  # bit for bit
+    # Bit for bit on some CPUs (AMD EPYC); where oneDNN picks its convolution by batch size (an
+    # Intel Xeon here), the last bits of a sample's logits differ: the loss to 1e-6.
+    assert chunked[0] == pytest.approx(total[0].item() / n, rel=1e-6, abs=0)
+    assert chunked[1] == total[1].item() / n
 
 
 def test_gradient_stats_count_a_parameter_a_step_did_not_use_as_zero():

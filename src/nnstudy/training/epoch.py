@@ -46,8 +46,9 @@ def epoch_sums(per_step: torch.Tensor, sizes: list[int]) -> tuple[float, float]:
 
 # On the CPU a conv net's activations for a large evaluation batch overflow the caches: 1,000
 # CIFAR-10 images at once took 1.4-1.9x as long as 128 at a time (docs/performance.md). In eval
-# mode a sample's logits do not depend on the others in its batch (checked bit for bit in
-# tests/test_train.py), so the split changes no number; the loss is still taken per batch.
+# mode a sample's logits do not depend on the others in its batch, so the split changes no number
+# beyond the last bits (none on an AMD EPYC; on an Intel Xeon, where oneDNN picks its convolution
+# kernel by batch size, the loss to 1e-7: tests/test_train.py); the loss is still taken per batch.
 CPU_CONV_CHUNK = 128
 
 
