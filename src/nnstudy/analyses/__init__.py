@@ -76,10 +76,20 @@ def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Pa
 
 
 def _analyse(run, name: str, params: dict) -> pd.DataFrame:
+    """One analysis of a loaded run, on one CPU thread: torch's CPU kernels sum in an order that
+    depends on the number of threads, and t-SNE turns a last-bit difference of its features into
+    another map. So the training job (any --threads) and the analyse job (two threads before
+    this) give the same table of a run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         return entry(name).factory(run, **params)
     except ValueError as e:  # what an analysis says of its input (e.g. a layer that does not exist)
         raise SpecError(f"analysis {name!r} of run {run.dir}: {e}") from None
+    finally:
+        torch.set_num_threads(threads)
 
 
 KEPT = "analyses"  # a run's folder of the analyses its training job computed; index.json lists them
