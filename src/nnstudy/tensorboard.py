@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,10 +25,23 @@ def _part(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.,=-]", "_", str(name)) or "_"
 
 
-def _writer(folder: Path):
-    from torch.utils.tensorboard import SummaryWriter
+def _events(folder: Path, scalars) -> None:
+    """One event file in `folder` holding the (tag, step, value) scalars, written at once in
+    TensorBoard's record format: torch's SummaryWriter would import torch (2 s) and start a
+    writer thread for each of a study's hundreds of files."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
-    return SummaryWriter(log_dir=str(folder))
+    folder.mkdir(parents=True)
+    now = time.time()
+    with (folder / f"events.out.tfevents.{int(now):010d}.nnstudy").open("wb") as f:
+        records = RecordWriter(f)
+        records.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+        for tag, step, value in scalars:
+            if not math.isnan(value):
+                summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+                records.write(Event(wall_time=now, step=int(step), summary=summary).SerializeToString())
 
 
 def write(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
@@ -35,18 +49,11 @@ def write(runs: pd.DataFrame, curves: pd.DataFrame, out: Path) -> None:
     interval (the curves summary), built beside `out` and renamed into place."""
     with schemas.atomic_dir(out) as tmp:
         for (exp, variant, seed), run in runs.groupby(["experiment", "variant", "seed"], sort=False, observed=True):
-            with _writer(tmp / "runs" / _part(exp) / _part(variant) / f"seed{seed}") as w:
-                for r in run.itertuples():
-                    for metric in ("loss", "accuracy"):
-                        value = getattr(r, metric)
-                        if not math.isnan(value):
-                            w.add_scalar(f"{r.split}/{metric}", value, r.epoch)
-                    if r.split == "train":
-                        w.add_scalar("lr", r.lr, r.epoch)
+            scalars = [(f"{r.split}/{metric}", r.epoch, getattr(r, metric))
+                       for r in run.itertuples() for metric in ("loss", "accuracy")]
+            scalars += [("lr", r.epoch, r.lr) for r in run.itertuples() if r.split == "train"]
+            _events(tmp / "runs" / _part(exp) / _part(variant) / f"seed{seed}", scalars)
         for (exp, variant), var in curves.groupby(["experiment", "variant"], sort=False, observed=True):
             for stat in STATISTICS:
-                with _writer(tmp / "variants" / _part(exp) / _part(variant) / stat) as w:
-                    for r in var.itertuples():
-                        value = getattr(r, stat)
-                        if not math.isnan(value):
-                            w.add_scalar(f"{r.split}/{r.metric}", value, r.epoch)
+                _events(tmp / "variants" / _part(exp) / _part(variant) / stat,
+                        [(f"{r.split}/{r.metric}", r.epoch, getattr(r, stat)) for r in var.itertuples()])
