@@ -1,4 +1,7 @@
 """Figures that fit the study: a few variants get legends and bands, thousands stay readable."""
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -109,3 +112,11 @@ def test_curve_splits_choose_what_the_curves_show():
         plots.curve_panel(ax, curves, "e", "accuracy", splits)
         assert [line.get_linestyle() for line in ax.lines] == styles
         plt.close(fig)
+
+
+def test_the_figures_step_imports_neither_torch_nor_scipy():
+    # The figures step runs after the last training job; scipy (through the statistics) was 1 s
+    # of its 2 s start for two small facts (metric directions, the variants' order).
+    code = "import sys; from nnstudy import plots; print([m for m in ('torch', 'scipy') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

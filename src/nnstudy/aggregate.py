@@ -9,14 +9,12 @@ import numpy as np
 import pandas as pd
 
 from . import schemas, stats
-from .study import Study, fmt, load_selections
+from .schemas import HIGHER_IS_BETTER
+from .study import Study, fmt, load_selections, natural_key
 
 LABEL = ["experiment", "variant"]
 # The columns of a collected run table that the gap and final-metric steps read.
 PER_EPOCH = ["run", "experiment", "variant", "seed", "epoch", "split", "loss", "accuracy", "diverged"]
-HIGHER_IS_BETTER = {"accuracy": True, "loss": False, "gap_accuracy": False, "gap_loss": False}
-
-
 def read_runs(path: Path) -> pd.DataFrame | None:
     """A collected dataset (runs/ or gradients/) with plain string labels; None if it is empty
     (a study whose runs record no gradient statistics)."""
@@ -115,17 +113,6 @@ def expand_pairs(study: Study, selections: dict, labels: set[str], pairs: list) 
                 raise ValueError(f"comparison names {side!r}, which is not a variant of this study; "
                                  f"variants: {', '.join(sorted(labels))}")
     return out
-
-
-def natural_key(label: str):
-    """Sort key for variant labels: numbers by value (lr=0.003 before lr=0.01), words as text."""
-    key = []
-    for token in label.replace("=", " ").replace(",", " ").split():
-        try:
-            key.append((0, float(token), ""))
-        except ValueError:
-            key.append((1, 0.0, token))
-    return key
 
 
 def compare_pair(values: pd.DataFrame, a: str, b: str, metric: str, paired: bool, level: float) -> dict:

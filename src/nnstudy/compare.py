@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import aggregate
-from .study import Study
+from .study import Study, natural_key
 
 
 class CompareError(ValueError):
@@ -36,7 +36,7 @@ def check_label(values: pd.DataFrame, label: str) -> None:
     if label in labels:
         return
     experiment = label.split("/", 1)[0]
-    mine = sorted((x.split("/", 1)[1] for x in labels if x.startswith(experiment + "/")), key=aggregate.natural_key)
+    mine = sorted((x.split("/", 1)[1] for x in labels if x.startswith(experiment + "/")), key=natural_key)
     if mine:
         raise CompareError(f"{label!r} is not a variant of this study; variants of {experiment}: {', '.join(mine)}")
     raise CompareError(f"{label!r} is not an experiment/variant label of this study; experiments: "

@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .aggregate import HIGHER_IS_BETTER, natural_key  # noqa: E402
 from .figures import grid_shape, transfers  # noqa: E402
+from .schemas import HIGHER_IS_BETTER  # noqa: E402
+from .study.plan import natural_key  # noqa: E402
 
 MANY = 12      # more variants than this: thin lines (one collection) by variant order, no bands or legend
 RANKED = 30    # more variants than this in a final-value figure: the best RANKED, ranked

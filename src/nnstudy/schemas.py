@@ -48,6 +48,8 @@ GRADIENTS = pa.schema([
 WALL_CLOCK = ("epoch_time", "wall_time")
 
 SPLITS = ("train", "val", "test")
+# Which way each compared metric improves (comparisons and the figures' rankings).
+HIGHER_IS_BETTER = {"accuracy": True, "loss": False, "gap_accuracy": False, "gap_loss": False}
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

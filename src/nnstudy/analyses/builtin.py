@@ -57,7 +57,7 @@ def draw_confusion(ax, tables: dict[str, pd.DataFrame], variant: str):
     if classes <= 10:
         for (t, p), v in np.ndenumerate(matrix):
             ax.text(p, t, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
-                    color="white" if v > 0.5 else "black")
+                    color="white" if v > 0.5 else "black", in_layout=False)  # inside the axes: no layout to find
     n = int(cells["n_seeds"].max()) if len(cells) else 0
     ax.set(title=f"{variant}: % of each true class, mean of n = {n}", xlabel="predicted", ylabel="true")
     if classes <= 10:

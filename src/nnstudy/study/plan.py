@@ -70,6 +70,17 @@ def needs(obj) -> set[str]:
     return set()
 
 
+def natural_key(label: str):
+    """Sort key for variant labels: numbers by value (lr=0.003 before lr=0.01), words as text."""
+    key = []
+    for token in label.replace("=", " ").replace(",", " ").split():
+        try:
+            key.append((0, float(token), ""))
+        except ValueError:
+            key.append((1, 0.0, token))
+    return key
+
+
 def variant_label(values: dict) -> str:
     """A variant's label from its grid values: "lr=0.01", "dropout=0.5,batchnorm=true" (a key's
     last part, or the whole dotted key where last parts repeat); a null value (the key left out
