@@ -39,7 +39,7 @@ def test_planning_a_study_imports_neither_torch_nor_matplotlib():
     assert out.stdout.split("\n")[0] == "70 15 []", out.stderr[-2000:]
 
 
-def test_jobs_pack_whole_variants_and_the_awaited_ones_go_first():
+def test_jobs_pack_whole_variants_and_the_longest_chains_go_first():
     def shape(study):
         return [[(study.trained[k].experiment, study.trained[k].variant) for k in keys] for keys in study.jobs.values()]
 
@@ -54,10 +54,18 @@ def test_jobs_pack_whole_variants_and_the_awaited_ones_go_first():
     assert all(len({exp for exp, _ in j}) == 1 and all(j.count(v) == 5 for v in set(j)) for j in jobs)
     three = Study(compose([], {"runs_per_job": 3}, ROOT / "config.yaml"))  # a variant's 5 seeds: 3 + 2
     assert [len(j) for j in shape(three)][:4] == [3, 2, 3, 2]
-    # The lr and dropout jobs feed the selections (and transfer sources): priority 2, the others 1.
-    first = {twelve.trained[twelve.jobs[j][0]].experiment for j in twelve.jobs if twelve.job_priority(j) == 2}
-    assert {twelve.job_priority(j) for j in twelve.jobs} == {1, 2}
-    assert first == {"lr", "dropout"}
+    # Priority: the rough cost (epochs x training share) of the longest chain of training a job
+    # starts. lr jobs (holdout: 90% trains) wait for lr_schedule, dropout jobs (halves) for
+    # transfer; each job's own runs, then the chain after it; above them the selections.
+    demo = Study(compose([], {"budget": "demo"}, ROOT / "config.yaml"))
+    by = {demo.describe_job(j).split(",")[0]: demo.job_priority(j) for j in demo.jobs}
+    lr_schedule, transfer = 1 + round(10 * 5 * 4 * 0.9), 1 + round(10 * 10 * 4 * 0.5)
+    assert (by["lr_schedule/schedule.name=cosine"], by["transfer/dropout=0.0"]) == (lr_schedule, transfer) == (181, 201)
+    assert by["lr/lr=0.003"] == by["lr/lr=0.03"] == lr_schedule + round(10 * 10 * 4 * 0.9) == 541
+    assert by["lr/lr=0.1"] == lr_schedule + 180
+    assert by["dropout/dropout=0.0"] == transfer + 200 and by["dropout/dropout=0.75"] == transfer + 100
+    assert by["gradient_flow/dropout=0.0"] == 1 + 100  # its batch-norm variant; nothing waits on it
+    assert demo.selection_priority() == 542
     assert twelve.describe_job(next(iter(twelve.jobs))).startswith("lr/lr=0.001, seeds 0, 1, 2, 3, 4; lr/lr=0.003, seeds 0")
 
 

@@ -78,7 +78,7 @@ def job_runs(wildcards):
 
 
 def job_priority(wildcards):
-    """Training before analyses, and first what selections or transfers wait on (Study.job_priority)."""
+    """Training before analyses, the longest chains of training first (Study.job_priority)."""
     return STUDY.job_priority(wildcards.job)
 
 

@@ -7,7 +7,7 @@ checkpoint select:
         f"{R}/selections/{{name}}.json",
     log:
         f"logs/{STUDY.name}/select/{{name}}.log",
-    priority: 2
+    priority: STUDY.selection_priority()
     conda:
         "../../environment.yml"
     script:

@@ -1,6 +1,6 @@
 # A training job trains up to `runs_per_job` runs (whole variants of one experiment) one after
-# another in one process; training goes before analyses, and first the jobs that selections and
-# transfers wait on (job_priority). Each run keeps its own folder, atomic outputs, checkpoint and
+# another in one process; training goes before analyses, the longest chains of training first
+# (job_priority: a job, then what waits on it through selections and transfers). Each run keeps its own folder, atomic outputs, checkpoint and
 # resume, and the analyses its experiments ask of it (computed here, from the model in memory);
 # the job's file lists them once all have finished. A killed job resumes its unfinished runs
 # only: finished ones return at once.

@@ -81,6 +81,14 @@ def natural_key(label: str):
     return key
 
 
+def run_cost(resolved: dict) -> float:
+    """A run's rough relative cost, to order the training jobs: its epochs times the share of
+    the training pool that trains (holdout: 1 - val_fraction; halves: a half)."""
+    data = resolved["data"]
+    share = 0.5 if data["split"] == "halves" else 1 - data["val_fraction"]
+    return resolved["train"]["epochs"] * share
+
+
 def variant_label(values: dict) -> str:
     """A variant's label from its grid values: "lr=0.01", "dropout=0.5,batchnorm=true" (a key's
     last part, or the whole dotted key where last parts repeat); a null value (the key left out
@@ -102,6 +110,7 @@ class Row:
     spec: dict            # resolved spec, or a template with placeholders
     key: str              # train directory; for a borrowed row, "" (see `borrow`)
     borrow: dict = field(default_factory=dict)  # fmt(selected value) -> key, for borrowed rows
+    cost: float = 1.0     # rough relative cost of training it (run_cost), to order the jobs
 
     @property
     def needs(self) -> set[str]:
@@ -303,7 +312,7 @@ class Study:
                 resolved = spec_mod.resolve(spec)
             except SpecError as e:
                 raise SpecError(f"{where} (variant {label}): {e}") from None
-            row = Row(exp, label, seed, values, resolved, spec_mod.run_id(resolved))
+            row = Row(exp, label, seed, values, resolved, spec_mod.run_id(resolved), cost=run_cost(resolved))
             concrete[row.key] = row
             return row
         # A template: check that each choice gives a valid spec, and whether each is a run of
@@ -321,7 +330,7 @@ class Study:
         if len(wanted) == 1 and all(k in concrete for k in choices.values()):
             return Row(exp, label, seed, values, spec, "", {k[0]: v for k, v in choices.items()})
         spec["plugins"] = dict(sorted(used.items()))  # so only the code its choices use is its identity
-        return Row(exp, label, seed, values, spec, "t" + spec_mod.run_id(spec))
+        return Row(exp, label, seed, values, spec, "t" + spec_mod.run_id(spec), cost=run_cost(resolved))
 
     def _source(self, exp: str, source_exp: str, spec: dict, seed: int):
         """The weights a transfer run starts from: the source experiment's run with this seed and
@@ -421,17 +430,38 @@ class Study:
         return {"selections": [self.selection_path(n) for n in sorted(selections)], "sources": self.jobs_of(sources)}
 
     def job_priority(self, job: str) -> int:
-        """Snakemake's priority of a training job: 2 if later training waits on it (a selection
-        chooses among its runs, or a transfer starts from their weights), else 1, both above the
-        analyses and summaries (0). So a study's second phase (scheduled or transfer runs) starts
-        as soon as its selection is made, and the per-run analyses fill the cores at the end."""
-        return 2 if self.job_path(job) in self._awaited else 1
+        """Snakemake's priority of a training job: the rough cost of the longest chain of training
+        that starts with it (`_chains`), at least 1, above the analyses and summaries (0). Jobs
+        that later training waits on go first, the longest chain first, and what nothing waits
+        on fills the cores, larger jobs before smaller ones: the study does not end with one
+        long job training alone while the other cores idle."""
+        return 1 + round(10 * self._chains[job])
+
+    def selection_priority(self) -> int:
+        """Above every training job: a selection takes seconds, and what waits on it is the rest
+        of the longest chains."""
+        return 1 + max(map(self.job_priority, self.jobs), default=1)
 
     @functools.cached_property
-    def _awaited(self) -> set[str]:
-        """The files of the training jobs that selections or transfers wait on."""
-        chosen = (r.key for sel in self.config["selections"].values() for r in self.rows_of(sel["experiment"]))
-        return {*self.jobs_of(k for k in chosen if k), *(f for job in self.jobs for f in self.job_inputs(job)["sources"])}
+    def _chains(self) -> dict[str, float]:
+        """Job -> the summed cost (Row.cost) of its runs plus the largest such chain among the jobs
+        that wait on it (a selection among its runs, or a transfer from their weights)."""
+        waiting: dict[str, set[str]] = {job: set() for job in self.jobs}
+        for job in self.jobs:
+            ins = self.job_inputs(job)
+            awaited = [*ins["sources"], *(f for p in ins["selections"] for f in self.selection_inputs(Path(p).stem))]
+            for path in awaited:
+                waiting[Path(path).stem].add(job)
+        chains: dict[str, float] = {}
+
+        def chain(job: str) -> float:
+            if job not in chains:
+                chains[job] = sum(self.trained[k].cost for k in self.jobs[job]) + max(map(chain, waiting[job]), default=0.0)
+            return chains[job]
+
+        for job in self.jobs:
+            chain(job)
+        return chains
 
     def job_runs(self, job: str) -> list[dict]:
         """What a training job trains: each run's spec (resolved, or a template) and directory,
