@@ -78,8 +78,8 @@ def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Pa
 def _analyse(run, name: str, params: dict) -> pd.DataFrame:
     """One analysis of a loaded run, on one CPU thread: torch's CPU kernels sum in an order that
     depends on the number of threads, and t-SNE turns a last-bit difference of its features into
-    another map. So the training job (any --threads) and the analyse job (two threads before
-    this) give the same table of a run."""
+    another map. So the training job (any --threads) and the analyse job (torch's default: every
+    core) give the same table of a run."""
     import torch
 
     threads = torch.get_num_threads()
