@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from ..spec import SpecError
+from ..spec import SpecError, parse_yaml
 
 BUDGET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -32,7 +32,7 @@ BUDGET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 def read_yaml(path: Path) -> dict:
     """A study file as a mapping; one-line errors for a missing file or bad YAML."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = parse_yaml(Path(path).read_text())
     except (FileNotFoundError, IsADirectoryError):
         raise SpecError(f"study file not found: {path}") from None
     except yaml.YAMLError as e:
