@@ -29,10 +29,11 @@ def test_default_study_trains_70_runs_and_shares_identical_specs():
 def test_planning_a_study_imports_neither_torch_nor_matplotlib():
     """Snakemake's start and every summary step plan the study (each registry's declarations,
     every run's spec and key, the figure list); importing torch and matplotlib there cost each
-    such process about 3 s."""
+    such process about 3 s. Checking a study's plugins (Snakemake's start) imports torch only
+    for a study that has some."""
     code = ("import sys; from pathlib import Path; from nnstudy import figures, runs; "
             "from nnstudy.study import Study, compose; "
-            "study = Study(compose([], {'budget': 'demo'}, Path('config.yaml'))); "
+            "study = Study(compose([], {'budget': 'demo'}, Path('config.yaml'))); study.check_plugins(); "
             "names = figures.figure_names(study.config['experiments']); "
             "print(len(study.trained), len(names), [m for m in ('torch', 'matplotlib') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -369,15 +369,16 @@ class Study:
 
     def check_plugins(self) -> None:
         """Build once every model and dataset a plugin provides, as the study uses them, so that a
-        factory that raises or returns the wrong type stops the study before any job starts."""
-        from ..training.build import check_factories
-
+        factory that raises or returns the wrong type stops the study before any job starts (torch
+        is imported only then: a study without plugins starts Snakemake ~2 s sooner)."""
         specs = [(f"study.experiments.{r.experiment} (variant {r.variant})", r.spec) for r in self.rows
                  if r.key and not r.needs] + self.resolved_choices
         seen = set()
         for where, resolved in specs:
             key = json.dumps([resolved["data"], resolved["model"], resolved["loss"]], sort_keys=True)
             if resolved["plugins"] and key not in seen:
+                from ..training.build import check_factories
+
                 seen.add(key)
                 check_factories(resolved, where)
 
