@@ -1,5 +1,7 @@
 """Known-answer tests for nnstudy.stats (numbers from ../shared/docs/statistics.md and by hand)."""
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -110,6 +112,29 @@ def test_pairing_joins_on_seed_not_row_order():
     assert c["p_perm"] * 32 == pytest.approx(round(c["p_perm"] * 32))
     with pytest.raises(TypeError):
         stats.compare([1, 2], [3, 4], paired=True)
+
+
+def test_t_tests_and_intervals_equal_scipy_stats_on_random_samples():
+    # nnstudy.stats computes them with scipy.special (scipy.stats costs 1 s to import per step).
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n, m = rng.integers(2, 12, 2)
+        x, y = rng.normal(0, rng.uniform(0.01, 3), n), rng.normal(rng.normal(), rng.uniform(0.01, 3), m)
+        welch, ref = stats.compare(x, y), sps.ttest_ind(x, y, equal_var=False)
+        assert (welch["statistic"], welch["p_raw"]) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+        y = x + rng.normal(0.1, 0.5, n)
+        paired, ref = stats.compare(pd.Series(x), pd.Series(y), paired=True), sps.ttest_rel(x, y)
+        assert (paired["statistic"], paired["p_raw"]) == pytest.approx((ref.statistic, ref.pvalue), rel=1e-12)
+        s = stats.describe(x, level=0.9)
+        half = sps.t.ppf(0.95, n - 1) * x.std(ddof=1) / math.sqrt(n)
+        assert (s["ci_low"], s["ci_high"]) == (x.mean() - half, x.mean() + half)
+        assert s["iqm"] == sps.trim_mean(x, 0.25)
+
+
+def test_the_statistics_do_not_import_scipy_stats():
+    code = "import sys; import nnstudy.stats; print('scipy.stats' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_nan_runs_are_dropped_and_counted():
