@@ -19,6 +19,14 @@ MANY = 12      # more variants than this: thin lines (one collection) by variant
 RANKED = 30    # more variants than this in a final-value figure: the best RANKED, ranked
 
 
+def subplots(*args, **kwargs):
+    """plt.subplots with the axes' titles at a fixed height: no figure here has tick labels
+    above its axes, and matplotlib's search for them (per title, per draw) was 15% of the
+    drawing time. The pixels are the same. (Axes read this setting when they are made.)"""
+    with plt.rc_context({"axes.titley": 1.0}):
+        return plt.subplots(*args, **kwargs)
+
+
 def _n(df: pd.DataFrame) -> str:
     lo, hi = int(df["n_seeds"].min()), int(df["n_seeds"].max())
     return f"n = {hi}" if lo == hi else f"n = {lo}-{hi}"
@@ -169,7 +177,7 @@ def _save(fig, path: Path) -> None:
 
 
 def figure_curves(curves: pd.DataFrame, experiment: str, path: Path, splits: list[str] | None = None) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = subplots(1, 2, figsize=(11, 4))
     curve_panel(axes[0], curves, experiment, "accuracy", splits)
     curve_panel(axes[1], curves, experiment, "loss", splits)
     if len(curves.loc[curves["experiment"] == experiment, "variant"].unique()) <= MANY:
@@ -180,7 +188,7 @@ def figure_curves(curves: pd.DataFrame, experiment: str, path: Path, splits: lis
 
 def figure_final(final: pd.DataFrame, metric: str, split: str, path: Path, experiments=None) -> None:
     n = min(len(final[["experiment", "variant"]].drop_duplicates()), RANKED)
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * n), 4.5))
+    fig, ax = subplots(figsize=(max(6, 0.45 * n), 4.5))
     final_panel(ax, final, metric, split, experiments)
     _save(fig, path)
 
@@ -194,14 +202,14 @@ def figure_transfer(final: pd.DataFrame, transfer: dict[str, str], path: Path) -
         keep.append(final[(final["experiment"] == target) |
                           ((final["experiment"] == source) & final["variant"].isin(variants))])
     keep = pd.concat(keep)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = subplots(1, 2, figsize=(11, 4.5))
     final_panel(axes[0], keep, "accuracy", "test")
     final_panel(axes[1], keep, "gap_accuracy", "train-val")
     _save(fig, path)
 
 
 def figure_gradients(flow: pd.DataFrame, experiment: str, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = subplots(1, 2, figsize=(11, 4))
     gradient_panel(axes[0], flow, experiment, "grad_mean")
     gradient_panel(axes[1], flow, experiment, "grad_std")
     if axes[1].get_legend_handles_labels()[0]:  # none when the runs recorded no gradients
@@ -221,7 +229,7 @@ def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) ->
         values = experiment["grid"][keys[0]]
         rows = [by_label.get(variant_label({keys[0]: v})) for v in values]
         pts = [(v, r) for v, r in zip(values, rows) if r is not None]
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig, ax = subplots(figsize=(6, 4.2))
         x = [v for v, _ in pts]
         mean = [100 * r["mean"] for _, r in pts]
         err = [[100 * (r["mean"] - r["ci_low"]) if pd.notna(r["ci_low"]) else 0 for _, r in pts],
@@ -237,7 +245,7 @@ def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) ->
     rows_v, cols_v = experiment["grid"][keys[0]], experiment["grid"][keys[1]]
     grid = [[by_label.get(variant_label({keys[0]: a, keys[1]: b})) for b in cols_v] for a in rows_v]
     means = [[100 * r["mean"] if r is not None else float("nan") for r in row] for row in grid]
-    fig, ax = plt.subplots(figsize=(min(10, 2.5 + 0.7 * len(cols_v)), min(8, 2 + 0.5 * len(rows_v))))
+    fig, ax = subplots(figsize=(min(10, 2.5 + 0.7 * len(cols_v)), min(8, 2 + 0.5 * len(rows_v))))
     image = ax.imshow(means, cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     if len(rows_v) * len(cols_v) <= 100:

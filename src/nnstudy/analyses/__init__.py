@@ -193,16 +193,15 @@ def read_summary(name: str, folder: Path) -> dict[str, pd.DataFrame]:
 
 def figure(name: str, tables: dict[str, pd.DataFrame], experiment: str, out: Path, columns: int = 4) -> None:
     """One panel per variant of the experiment (the first 12), drawn by the analysis's `draw`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from ..plots import subplots  # (also selects matplotlib's Agg backend)
 
     first = next(iter(tables.values()))
     variants = list(dict.fromkeys(first.loc[first["experiment"] == experiment, "variant"]))[:12]
     cols = min(columns, max(len(variants), 1))
     rows = -(-max(len(variants), 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
     for ax, variant in zip(axes.flat, variants):
         mine = {t: df[(df["experiment"] == experiment) & (df["variant"] == variant)] for t, df in tables.items()}
         entry(name).extra["draw"](ax, mine, variant)
