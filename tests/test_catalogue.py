@@ -18,11 +18,11 @@ STUDIES = ROOT / "studies"
 # Training jobs (a variant's seeds each) and analyse jobs (one per experiment with analyses) of
 # each study at full budget; the summary steps follow from them.
 PLANS = {
-    "cifar10": {"train": 14, "select": 2, "analyse": 5, "analysis_summaries": 1},
-    "fundamentals": {"train": 6, "analyse": 6, "analysis_summaries": 1, "tensorboard": 1},
+    "cifar10": {"train": 14, "select": 2, "analyse": 5, "analysis_summaries": 5},
+    "fundamentals": {"train": 6, "analyse": 6, "analysis_summaries": 6, "tensorboard": 1},
     "block_attention": {"train": 1, "analyse": 1, "analysis_summaries": 1},
-    "mnist_cifar100": {"train": 8, "analyse": 5, "analysis_summaries": 1},
-    "basics": {"train": 17, "analyse": 8, "analysis_summaries": 1},
+    "mnist_cifar100": {"train": 8, "analyse": 5, "analysis_summaries": 5},
+    "basics": {"train": 17, "analyse": 8, "analysis_summaries": 8},
 }
 ALWAYS = {"collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
 
@@ -92,7 +92,7 @@ def test_fundamentals_tiny(work):
 def test_block_attention_tiny(work):
     study, last = run_tiny(work, "block_attention")
     assert len(last) == 2
-    layers = pd.read_parquet(work / study.root / "summary" / "analyses" / "summary" / "layers.parquet")
+    layers = pd.read_parquet(work / study.root / "summary" / "analyses" / "block_attention" / "summary" / "layers.parquet")
     assert layers.query("layer == 'total'")["params"].iloc[0] > 10_000
 
 

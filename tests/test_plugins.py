@@ -55,7 +55,7 @@ def test_plugin_study_plans_trains_transfers_and_edits_retrain_only_its_runs(plu
         assert torch.equal(src["body.0.weight"], dst["body.0.weight"])
         assert not torch.equal(src["head.weight"], dst["head.weight"])
         assert not torch.equal(src["body.2.weight"], dst["body.2.weight"])
-    means = pd.read_parquet(plugged / "results/plugged/summary/analyses/weight_norms/means.parquet")
+    means = pd.read_parquet(plugged / "results/plugged/summary/analyses/base/weight_norms/means.parquet")
     assert set(means["variant"]) == {"default"} and set(means["layer"]) == set(order)  # the plugin's analysis
     assert "mean weight norm per layer" in (plugged / "results/plugged/report.html").read_text()
     (plugged / "blobs.py").write_text((plugged / "blobs.py").read_text() + "#")  # one byte more

@@ -99,8 +99,8 @@ def test_tiny_study_on_slurm_equals_the_local_run(cluster, tmp_path):
     assert all(json.loads(p.read_text())["slurm_job_id"] for p in manifests)
     for where in ("slurm", "local"):
         assert (tmp_path / where / "results" / "slurm" / "report.html").exists()
-    confusion = [pd.read_parquet(tmp_path / where / "results" / "slurm" / "summary" / "analyses" / "confusion" /
-                                 "per_class.parquet") for where in ("slurm", "local")]
+    confusion = [pd.read_parquet(tmp_path / where / "results" / "slurm" / "summary" / "analyses" / "lr" /
+                                 "confusion" / "per_class.parquet") for where in ("slurm", "local")]
     pd.testing.assert_frame_equal(*confusion)  # the analyse job ran on the cluster, with the same answer
     a = pd.read_parquet(tmp_path / "slurm" / "results" / "slurm" / "runs")
     b = pd.read_parquet(tmp_path / "local" / "results" / "slurm" / "runs")

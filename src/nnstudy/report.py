@@ -119,8 +119,8 @@ def _analyses(exp: str, names, folders: list[Path]) -> list[dict]:
 
     out = []
     for name in names:
-        folder = next(Path(f) for f in folders if Path(f).name == name)
-        tables = {t: df[df["experiment"] == exp] for t, df in analyses.read_summary(name, folder).items()}
+        folder = next(Path(f) for f in folders if Path(f).name == exp) / name
+        tables = analyses.read_summary(name, folder)
         report = analyses.entry(name).extra["report"](tables)
         out.append({"name": name, "figure": Markup(_img(folder / f"{exp}.png")),
                     "tables": [(title, Markup(_table(df))) for title, df in report.items()]})
@@ -130,8 +130,9 @@ def _analyses(exp: str, names, folders: list[Path]) -> list[dict]:
 def write(config: dict, summary_paths: dict, figures: list[Path], manifests: list[Path], out: Path,
           analysis_folders: list[Path] = ()) -> None:
     """The study's page from templates/report.html.j2: per experiment its question, table,
-    findings, figures and analyses; then the study-wide figures, selections, comparisons, the
-    study file and provenance."""
+    findings, figures and analyses (`analysis_folders`: summary/analyses/<experiment>/ of each
+    experiment with some); then the study-wide figures, selections, comparisons, the study file
+    and provenance."""
     import jinja2
 
     from . import analyses
@@ -140,8 +141,9 @@ def write(config: dict, summary_paths: dict, figures: list[Path], manifests: lis
     runs = [json.loads(Path(p).read_text()) for p in manifests]
     final, comp = summary["final"], summary["comparisons"]
     by_name = {Path(f).name: Path(f) for f in figures}
-    cost_folder = next((Path(f) for f in analysis_folders if Path(f).name == "cost"), None)
-    cost = analyses.read_summary("cost", cost_folder)["cost"] if cost_folder else None
+    costs = [analyses.read_summary("cost", Path(f) / "cost")["cost"] for f in analysis_folders
+             if "cost" in config["experiments"][Path(f).name].get("analyses", {})]
+    cost = pd.concat(costs, ignore_index=True) if costs else None
     experiments = []
     for exp, c in config["experiments"].items():
         mine = [by_name[n] for n in (f"curves_{exp}.png", f"final_{exp}.png", f"gradient_flow_{exp}.png") if n in by_name]

@@ -2,9 +2,11 @@
 # for the runs they train (nnstudy.analyses.keep, from the model in memory); one job per experiment
 # gathers them for every run the experiment reads, with the study's `analysis_weights`, loading a
 # run only for what it lacks, into results/<study>/analyses/<experiment>/<analysis>.parquet; then
-# one job averages every analysis over seeds per variant (its declared tables) and draws one figure
-# per experiment into results/<study>/summary/analyses/<analysis>/ (a process per analysis cost
-# more start-up than work).
+# one job per experiment averages its analyses over seeds per variant (their declared tables) and
+# draws their figures into results/<study>/summary/analyses/<experiment>/<analysis>/. Both run
+# after training (priority 1), on a core no training job needs, so an experiment's analyses are
+# done while later experiments train; after the last training job the study-wide summaries,
+# collect -> summarise -> figures (priority 2), go first: they are the longer chain to the report.
 localrules:
     analysis_summaries,
 
@@ -16,6 +18,7 @@ rule analyse:
         directory(f"{R}/analyses/{{experiment}}"),
     log:
         f"logs/{STUDY.name}/analyse/{{experiment}}.log",
+    priority: 1
     conda:
         "../../environment.yml"
     threads: 1
@@ -40,12 +43,13 @@ rule analyse:
 
 rule analysis_summaries:
     input:
-        experiments=ANALYSED,
+        f"{R}/analyses/{{experiment}}",
         selections=SELECTIONS,
     output:
-        [directory(folder) for folder in ANALYSIS_SUMMARIES],
+        directory(f"{R}/summary/analyses/{{experiment}}"),
     log:
-        f"logs/{STUDY.name}/analysis_summaries.log",
+        f"logs/{STUDY.name}/analysis_summaries/{{experiment}}.log",
+    priority: 1
     conda:
         "../../environment.yml"
     script:

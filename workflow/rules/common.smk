@@ -50,13 +50,9 @@ SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLE
 # One file per training job, written once every run in it has finished: the summary steps'
 # inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.
 JOBS = [STUDY.job_path(j) for j in STUDY.jobs]
-# Per-run analyses: analysis -> the experiments that switch it on; each analysis's summary folder;
-# the analyses folder of each experiment that has some.
-ANALYSES = STUDY.analyses()
-ANALYSIS_SUMMARIES = [STUDY.analysis_summary(name) for name in ANALYSES]
-ANALYSED = [
-    STUDY.analyses_dir(e) for e, c in config["experiments"].items() if c["analyses"]
-]
+# Per-run analyses: the experiments that switch some on, and their summary folders.
+ANALYSED = [e for e, c in config["experiments"].items() if c["analyses"]]
+ANALYSIS_SUMMARIES = [STUDY.analysis_summary(e) for e in ANALYSED]
 TENSORBOARD = [f"{R}/tensorboard"] if config["tensorboard"] else []
 
 

@@ -10,6 +10,7 @@ rule figures:
         [report(f, caption="../report/figure.rst", category="Figures") for f in FIGURES],
     log:
         f"logs/{STUDY.name}/figures.log",
+    priority: 2
     conda:
         "../../environment.yml"
     script:

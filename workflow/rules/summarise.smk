@@ -13,6 +13,7 @@ rule collect:
         gradients=directory(f"{R}/gradients"),
     log:
         f"logs/{STUDY.name}/collect.log",
+    priority: 2
     conda:
         "../../environment.yml"
     script:
@@ -28,6 +29,7 @@ rule summarise:
         **SUMMARY,
     log:
         f"logs/{STUDY.name}/summarise.log",
+    priority: 2
     conda:
         "../../environment.yml"
     script:

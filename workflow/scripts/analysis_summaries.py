@@ -6,7 +6,7 @@ with logged(snakemake.log[0], snakemake.output):
     from nnstudy.study.collect import labelled
 
     study = Study(snakemake.config)
+    experiment = snakemake.wildcards.experiment
     table = labelled(study, load_selections(snakemake.input.selections))
-    for name, experiments in study.analyses().items():
-        files = [f"{study.analyses_dir(e)}/{name}.parquet" for e in experiments]
-        analyses.write_summary(name, table, files, snakemake.config["ci_level"], study.analysis_summary(name))
+    analyses.write_summaries(experiment, snakemake.config["experiments"][experiment]["analyses"], table,
+                             study.analyses_dir(experiment), snakemake.config["ci_level"], snakemake.output[0])

@@ -5,9 +5,10 @@ summarise=..., draw=...)` on a function `(run, **params) -> DataFrame`) and swit
 experiment in the study file (`analyses: {confusion: {}}`). One workflow job per experiment
 computes its analyses for every run it reads from `load_run` (final or best weights: the study's
 `analysis_weights`), into analyses/<experiment>/<name>.parquet with `schema`'s columns and the
-run's `key`; one job per analysis (summary/analyses/<name>/) runs `summarise`, which turns
-the runs' rows, labelled with experiment, variant and seed, into the declared `tables` (per
-variant, over seeds); `draw(ax, tables, variant)` draws one variant on an Axes and returns it.
+run's `key`; then one job per experiment (summary/analyses/<experiment>/<name>/) runs
+`summarise`, which turns the runs' rows, labelled with experiment, variant and seed, into the
+declared `tables` (per variant, over seeds); `draw(ax, tables, variant)` draws one variant on an
+Axes and returns it.
 
 The training job computes the analyses the study asks of each run it trains, from the model
 still in memory (`keep`), into the run's analyses/ folder; the experiment's job then reads them
@@ -184,6 +185,14 @@ def write_summary(name: str, labelled: pd.DataFrame, files: list[Path], level: f
             schemas.write(df, entry(name).extra["tables"][table], tmp / f"{table}.parquet")
         for f in files:
             figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png", entry(name).extra.get("columns", 4))
+
+
+def write_summaries(experiment: str, names, labelled: pd.DataFrame, folder: Path, level: float, out: Path) -> None:
+    """An experiment's summary folder: <name>/ (write_summary) for each of its analyses `names`,
+    from their files in `folder`, analyses/<experiment>/; built beside `out`, renamed into place."""
+    with schemas.atomic_dir(Path(out)) as tmp:
+        for name in names:
+            write_summary(name, labelled, [Path(folder) / f"{name}.parquet"], level, tmp / name)
 
 
 def read_summary(name: str, folder: Path) -> dict[str, pd.DataFrame]:

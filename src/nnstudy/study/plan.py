@@ -504,9 +504,10 @@ class Study:
         """The folder of an experiment's per-run analyses, one <analysis>.parquet each."""
         return f"{self.root}/analyses/{experiment}"
 
-    def analysis_summary(self, name: str) -> str:
-        """The folder of an analysis's summary tables and figures."""
-        return f"{self.root}/summary/analyses/{name}"
+    def analysis_summary(self, experiment: str) -> str:
+        """The folder of an experiment's analysis summaries: <analysis>/, each with the
+        analysis's tables and its figure, <experiment>.png."""
+        return f"{self.root}/summary/analyses/{experiment}"
 
     def analysis_keys(self, experiment: str) -> list[str]:
         """The runs an experiment's analyses read: its own and every run a row may borrow."""
