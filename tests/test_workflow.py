@@ -154,10 +154,11 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
     finally:
         hidden.rename(run_dir)
         job.write_bytes(kept)  # planning reopened the run's job (removed its file); the run is back
-    # The run's job, the best-LR choice it feeds, the job of the runs started from that choice, the summaries.
+    # The run's job, the best-LR choice it feeds, the job of the runs started from that choice, the summaries
+    # (the study's, and of the analyses of the two experiments that read those runs).
     assert job_counts(plan.stderr + plan.stdout) == {"train": 2, "select": 1, "collect": 1, "summarise": 1,
                                                      "figures": 1, "report": 1, "all": 1, "analyse": 2,
-                                                     "analysis_summaries": 1, "tensorboard": 1}
+                                                     "analysis_summaries": 2, "tensorboard": 1}
     same_job = {f"lr/{study.trained[k].variant}" for k in study.jobs[study.job_of[row.key]]}  # lr=0.01 and 0.03
     assert f"lr/lr={row.values['optim.lr']!r}" in same_job and len(same_job) == 2
     assert set(planned_runs(plan.stdout + plan.stderr)) == same_job | {"lr_schedule/schedule.name=cosine"}

@@ -44,7 +44,7 @@ rule analyse:
 rule analysis_summaries:
     input:
         f"{R}/analyses/{{experiment}}",
-        selections=SELECTIONS,
+        selections=lambda w: STUDY.experiment_selections(w.experiment),
     output:
         directory(f"{R}/summary/analyses/{{experiment}}"),
     log:

@@ -7,6 +7,6 @@ with logged(snakemake.log[0], snakemake.output):
 
     study = Study(snakemake.config)
     experiment = snakemake.wildcards.experiment
-    table = labelled(study, load_selections(snakemake.input.selections))
+    table = labelled(study, load_selections(snakemake.input.selections), [experiment])
     analyses.write_summaries(experiment, snakemake.config["experiments"][experiment]["analyses"], table,
                              study.analyses_dir(experiment), snakemake.config["ci_level"], snakemake.output[0])

@@ -12,12 +12,13 @@ from .. import schemas
 from .plan import Study, fmt, materialise
 
 
-def labelled(study: Study, selections: dict) -> pd.DataFrame:
+def labelled(study: Study, selections: dict, experiments: list[str] | None = None) -> pd.DataFrame:
     """The run table with selections applied: experiment, variant, seed, key (train dir), run
-    (id), and one column per grid or random-search key (dotted name) with that row's value."""
+    (id), and one column per grid or random-search key (dotted name) with that row's value; the
+    rows of `experiments` only where given (then only their selections are needed)."""
     grid_keys = list(dict.fromkeys(k for e in study.config["experiments"] for k in study.grid_keys(e)))
     rows = []
-    for r in study.rows:
+    for r in study.rows if experiments is None else (r for r in study.rows if r.experiment in experiments):
         picked = {n: selections[n] for n in r.needs}
         values = materialise(r.values, picked)
         key = r.borrow[fmt(picked[next(iter(r.needs))])] if r.borrow else r.key

@@ -432,11 +432,11 @@ class Study:
 
     def job_priority(self, job: str) -> int:
         """Snakemake's priority of a training job: the rough cost of the longest chain of training
-        that starts with it (`_chains`), at least 1, above the analyses and summaries (0). Jobs
+        that starts with it (`_chains`), at least 3: above the analyses (1) and summaries (2). Jobs
         that later training waits on go first, the longest chain first, and what nothing waits
         on fills the cores, larger jobs before smaller ones: the study does not end with one
         long job training alone while the other cores idle."""
-        return 1 + round(10 * self._chains[job])
+        return max(3, 1 + round(10 * self._chains[job]))
 
     def selection_priority(self) -> int:
         """Above every training job: a selection takes seconds, and what waits on it is the rest
@@ -517,6 +517,10 @@ class Study:
 
     def selection_path(self, name: str) -> str:
         return f"{self.root}/selections/{name}.json"
+
+    def experiment_selections(self, experiment: str) -> list[str]:
+        """The selection files an experiment's runs are labelled with (its summaries wait on these only)."""
+        return [self.selection_path(n) for n in sorted(set().union(*(r.needs for r in self.rows_of(experiment))))]
 
     def selection_inputs(self, name: str) -> list[str]:
         """Files the selection reads: the jobs that train its experiment's runs."""
