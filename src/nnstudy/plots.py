@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .figures import grid_shape, transfers  # noqa: E402
@@ -42,6 +43,13 @@ def _by_variant(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return [(v, groups[v]) for v in sorted(groups, key=natural_key)]
 
 
+def _sorted_groups(df: pd.DataFrame, by: list[str], order: str) -> dict[tuple, pd.DataFrame]:
+    """{group key: its rows sorted by `order`} in one sort and one pass (a figure of thousands of
+    variants selected and sorted each variant's rows apart: 90% of its time)."""
+    df = df.sort_values(order, kind="stable")
+    return dict(tuple(df.groupby(by, observed=True, sort=False)))
+
+
 def _colours(count: int) -> list:
     if count > MANY:
         return [plt.get_cmap("viridis")(i / max(count - 1, 1)) for i in range(count)]
@@ -64,13 +72,14 @@ def curve_panel(ax, curves: pd.DataFrame, experiment: str, metric: str, splits: 
     variants = _by_variant(d)
     many = len(variants) > MANY
     thin = {split: ([], []) for split in styles}  # split -> (lines, colours), drawn as one collection
-    for (variant, v), colour in zip(variants, _colours(len(variants))):
+    series = _sorted_groups(d, ["variant", "split"], "epoch")
+    for (variant, _), colour in zip(variants, _colours(len(variants))):
         for split in styles:
-            s = v[v["split"] == split].sort_values("epoch")
-            if s.empty:
+            s = series.get((variant, split))
+            if s is None:
                 continue
             if many:
-                thin[split][0].append(s[["epoch", "mean"]].to_numpy(float))
+                thin[split][0].append(np.column_stack([s["epoch"].to_numpy(float), s["mean"].to_numpy(float)]))
                 thin[split][1].append(colour)
                 continue
             ax.plot(s["epoch"], s["mean"], styles[split], color=colour, label=f"{variant} ({split})")
@@ -140,13 +149,14 @@ def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
     variants = _by_variant(d)
     many = len(variants) > MANY
     thin = {"first": ([], []), "last": ([], [])}  # window -> (lines, colours), drawn as one collection
-    for (variant, v), colour in zip(variants, _colours(len(variants))):
+    series = _sorted_groups(d, ["variant", "window"], "layer_index")
+    for (variant, _), colour in zip(variants, _colours(len(variants))):
         for window, style in (("first", "o--"), ("last", "s-")):
-            s = v[v["window"] == window].sort_values("layer_index")
-            if s.empty:
+            s = series.get((variant, window))
+            if s is None:
                 continue
             if many:
-                thin[window][0].append(s[["layer_index", "mean"]].to_numpy(float))
+                thin[window][0].append(np.column_stack([s["layer_index"].to_numpy(float), s["mean"].to_numpy(float)]))
                 thin[window][1].append(colour)
                 continue
             ax.errorbar(s["layer_index"], s["mean"], yerr=s["std"].fillna(0), fmt=style, color=colour,
