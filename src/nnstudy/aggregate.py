@@ -15,6 +15,8 @@ from .study import Study, fmt, load_selections, natural_key
 LABEL = ["experiment", "variant"]
 # The columns of a collected run table that the gap and final-metric steps read.
 PER_EPOCH = ["run", "experiment", "variant", "seed", "epoch", "split", "loss", "accuracy", "diverged"]
+
+
 def read_runs(path: Path) -> pd.DataFrame | None:
     """A collected dataset (runs/ or gradients/) with plain string labels; None if it is empty
     (a study whose runs record no gradient statistics)."""

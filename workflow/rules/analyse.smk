@@ -43,10 +43,10 @@ rule analyse:
 
 rule analysis_summaries:
     input:
-        f"{R}/analyses/{{experiment}}",
+        rules.analyse.output,
         selections=lambda w: STUDY.experiment_selections(w.experiment),
     output:
-        directory(f"{R}/summary/analyses/{{experiment}}"),
+        directory(STUDY.analysis_summary("{experiment}")),
     log:
         f"logs/{STUDY.name}/analysis_summaries/{{experiment}}.log",
     priority: 1

@@ -492,14 +492,6 @@ class Study:
             seeds.setdefault(f"{row.experiment}/{row.variant}", []).append(str(row.seed))
         return "; ".join(f"{v}, seeds {', '.join(s)}" for v, s in seeds.items()) + f": runs {', '.join(self.jobs[job])}"
 
-    def analyses(self) -> dict[str, list[str]]:
-        """Analysis name -> the experiments that switch it on."""
-        out: dict[str, list[str]] = {}
-        for exp, c in self.config["experiments"].items():
-            for name in c["analyses"]:
-                out.setdefault(name, []).append(exp)
-        return out
-
     def analyses_dir(self, experiment: str) -> str:
         """The folder of an experiment's per-run analyses, one <analysis>.parquet each."""
         return f"{self.root}/analyses/{experiment}"
