@@ -4,8 +4,9 @@ no pass/fail. Sections (all by default; --only picks some):
   loops      whole-process wall time of `nnstudy train` vs the notebook and the careful loop
              (benchmarks/loops.py) on the MNIST MLP (10 epochs, 60,000 images) and the 2-conv
              CNN on 10,000 CIFAR-10 JPEG images (2 epochs)
-  telemetry  training epochs with and without per-layer gradient statistics, same process; and
-             the MLP's whole `nnstudy train` process with and without them
+  telemetry  training steps with and without per-layer gradient statistics, alternated within
+             whole epochs of one process; and the MLP's whole `nnstudy train` process with and
+             without them
   epochs     one process alternating an epoch of the careful loop with an MLP epoch of nnstudy
              (training, telemetry on or off, evaluation of the training and test splits): each
              epoch is shorter than the machine's slow and fast stretches that blur whole processes
@@ -124,35 +125,50 @@ def engine(spec: dict):
     return r, opt, for_run(r, opt), torch.Generator().manual_seed(0)
 
 
-def telemetry_of(task: str, spec: dict, args, rounds: int = 30) -> None:
-    """Short training epochs (the first `TELEMETRY_STEPS` batches of the training split) with and
-    without the gradient statistics, alternated both ways `rounds` times in one process: each
-    pair is shorter than the machine's slow and fast stretches; the median of the paired ratios."""
+class Alternating:
+    """A callback running the gradient statistics `stats` for `block` steps, then not for the next
+    `block`, in turns, and timing each step (from one backward's end to the next)."""
+
+    def __init__(self, stats, block: int):
+        self.stats, self.block, self.step, self.last = stats, block, 0, None
+        self.times = {"on": [], "off": []}
+
+    def after_backward(self) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.times[self.was].append(now - self.last)
+        self.was = "on" if (self.step // self.block) % 2 == 0 else "off"
+        if self.was == "on":
+            self.stats.after_backward()
+        self.step, self.last = self.step + 1, now
+
+
+def telemetry_of(task: str, spec: dict, args) -> None:
+    """Whole training epochs with the gradient statistics on for a few steps and off for the next
+    few, in turns: each step is compared with its neighbours, so the machine's slow and fast
+    stretches (up to 1.7x, 10-20 s long) cancel, where alternating whole epochs left a few
+    percent of noise. Each epoch's `end_epoch` (its one sync and reduction) is timed and charged
+    to the epoch's steps, as a run pays it."""
     from nnstudy.training.epoch import train_epoch
 
-    steps = TELEMETRY_STEPS[task]
-    spec = {**spec, "data": {**spec["data"], "train_size": steps * spec["train"]["batch_size"]}}
+    epochs, block = TELEMETRY[task]
     r, opt, stats, gen = engine(spec)
-
-    def epoch(callbacks):
+    alternating, ends = Alternating(stats[0], block), []
+    for _ in range(epochs):
+        alternating.last = None  # the epoch's end is not a step
+        train_epoch(r, opt, [], spec["train"]["batch_size"], gen, [alternating])
         t0 = time.perf_counter()
-        train_epoch(r, opt, [], spec["train"]["batch_size"], gen, callbacks)
-        for cb in callbacks:
-            cb.end_epoch("bench", 1)
-        return time.perf_counter() - t0
-
-    epoch(stats)  # warm-up
-    times = {"off": [], "on": []}
-    for i in range(rounds):
-        for name in (("off", "on") if i % 2 == 0 else ("on", "off")):
-            times[name].append(epoch(stats if name == "on" else []))
-    paired = statistics.median(on / off for on, off in zip(times["on"], times["off"]))
-    print(f"| telemetry, {task}, {steps} steps alternated {rounds} times | "
-          f"{1e3 * statistics.median(times['off']) / steps:.2f} ms a step off, "
-          f"{1e3 * statistics.median(times['on']) / steps:.2f} ms on | {100 * (paired - 1):+.1f}% (paired) |")
+        stats[0].end_epoch("bench", 1)
+        ends.append(time.perf_counter() - t0)
+    steps = alternating.step // epochs
+    on, off = (statistics.median(alternating.times[k]) for k in ("on", "off"))
+    charged = on + statistics.median(ends) / steps
+    print(f"| telemetry, {task}, {epochs} epochs of {steps} steps, on and off every {block} steps | "
+          f"{1e3 * off:.2f} ms a step off, {1e3 * charged:.2f} ms on (end of epoch {1e3 * statistics.median(ends):.1f} ms) "
+          f"| {100 * (charged / off - 1):+.1f}% |")
 
 
-TELEMETRY_STEPS = {"mlp": 150, "baseline cnn": 8}  # ~0.2 s and ~0.5 s an epoch here
+TELEMETRY = {"mlp": (3, 8), "baseline cnn": (2, 2)}  # (epochs, steps per turn): ~1.7 s and ~11 s an epoch here
 
 
 def epochs(args, tmp: Path, rounds: int = 10) -> None:

@@ -58,7 +58,7 @@ def test_jobs_pack_whole_variants_and_the_longest_chains_go_first():
     # Priority: the rough cost (epochs x training share) of the longest chain of training a job
     # starts. lr jobs (holdout: 90% trains) wait for lr_schedule, dropout jobs (halves) for
     # transfer; each job's own runs, then the chain after it; above them the selections.
-    demo = Study(compose([], {"budget": "demo"}, ROOT / "config.yaml"))
+    demo = Study(compose([], {"budget": "demo", "runs_per_job": 10}, ROOT / "config.yaml"))  # two variants a job
     by = {demo.describe_job(j).split(",")[0]: demo.job_priority(j) for j in demo.jobs}
     lr_schedule, transfer = 1 + round(10 * 5 * 4 * 0.9), 1 + round(10 * 10 * 4 * 0.5)
     assert (by["lr_schedule/schedule.name=cosine"], by["transfer/dropout=0.0"]) == (lr_schedule, transfer) == (181, 201)

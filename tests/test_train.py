@@ -106,7 +106,8 @@ def test_gradient_stats_count_a_parameter_a_step_did_not_use_as_zero():
 @pytest.mark.parametrize("packed", [False, True], ids=["tensors", "packed"])
 def test_gradient_stats_match_float64_reference(packed):
     # float32 running sums over an epoch's steps, reduced in float64: 1e-6 relative at most; over
-    # the packed buffer on the CPU the norms are BLAS dot products, over the tensors torch's norm.
+    # the packed buffer on the CPU the sums of |g| and the norms are BLAS sasum and dot per step,
+    # over the tensors a running sum and torch's norm.
     torch.manual_seed(0)
     from nnstudy import models
     from nnstudy.training.callbacks import GradientStats
@@ -118,6 +119,9 @@ def test_gradient_stats_match_float64_reference(packed):
     opt = make_optimizer(list(model.parameters()), resolved["optim"]) if packed else torch.optim.SGD(model.parameters(), lr=0.1)
     stats = GradientStats(model, models.forward_order(model, (1, 8, 8)), opt.flat.grad if packed else None)
     assert stats.blas == packed
+    if packed:  # OpenBLAS's own threads, spinning beside torch's, slowed a CNN's step 1.9x
+        from threadpoolctl import threadpool_info
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
     stored = {n: [] for n, _ in model.named_parameters()}
     for _ in range(60):
         x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))

@@ -36,7 +36,7 @@ def confusion_counts(true: np.ndarray, pred: np.ndarray, classes: int) -> pd.Dat
 def summarise_confusion(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
     """Per variant over seeds: every cell's count and row-normalised rate (mean, std), and each
     class's accuracy (the diagonal rate) with its t interval."""
-    from .. import stats  # here: scipy is for the summary step, not every training job's start
+    from .. import stats  # here: scipy.special is for the summary step, not every training job's start
     by = ["experiment", "variant"]
     rows = rows.assign(rate=rows["count"] / rows.groupby([*by, "seed", "true"])["count"].transform("sum"))
     cells = rows.groupby([*by, "true", "pred"], sort=False).agg(
@@ -162,7 +162,7 @@ COST = pa.schema([*LABELS, ("what", s), ("unit", s), *SUMMARY])
 def summarise_cost(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
     """Per variant over seeds: seconds per epoch (each epoch), and per run its median epoch
     time, its training time and its final test accuracy, each with a t interval."""
-    from .. import stats  # here: scipy is for the summary step, not every training job's start
+    from .. import stats  # here: scipy.special is for the summary step, not every training job's start
     by = ["experiment", "variant"]
     keep = [*by, *(n for n, _ in SUMMARY)]
     epochs = stats.summarise(rows, [*by, "epoch"], "epoch_time", level)[[*by, "epoch", *keep[2:]]]
@@ -222,7 +222,7 @@ TRACE = pa.schema([*LABELS, ("epoch", i32), ("layer_index", i32), ("layer", s), 
 
 
 def summarise_trace(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
-    from .. import stats  # here: scipy is for the summary step, not every training job's start
+    from .. import stats  # here: scipy.special is for the summary step, not every training job's start
 
     by = ["experiment", "variant", "epoch", "layer_index", "layer"]
     return {"trace": stats.summarise(rows, by, "grad_abs_mean", level)[[*by, *(n for n, _ in SUMMARY)]]}

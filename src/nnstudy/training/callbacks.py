@@ -3,8 +3,10 @@ backward pass, before the optimiser step) and `end_epoch(run, epoch) -> rows` (i
 the epoch). Gradient statistics is one: accumulated on the device, synced once per epoch."""
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,16 +28,16 @@ class GradientStats:
     and the mean of the step's L2 norm.
 
     After each backward, few operations whatever the number of tensors (a small model's step is
-    under 1 ms, so each pass over the gradients shows; docs/performance.md): the gradients and
-    their absolute values are added elementwise to two float32 running sums (over the one buffer
-    `flat_grad` where the optimiser packs them, training.packed), and each tensor's L2 norm is
-    kept. Nothing else is reduced per step: the sums and norms are reduced in float64 once, in
-    `end_epoch`, which is also the epoch's one host sync. The variance comes from those totals
-    (the sum of g^2 is the sum of the squared L2 norms). On the CPU, over the packed buffer, the
-    absolute values go through one preallocated buffer and each norm is a BLAS dot product of
-    the tensor with itself (one read of it, about half the time of torch's norm kernel there); on
-    a GPU `_foreach_norm` is one kernel for all tensors. An L1 norm per step would replace the
-    second sum but costs more on the CPU.
+    under 1 ms, so each pass over the gradients shows; docs/performance.md): the gradients are
+    added elementwise to a float32 running sum (over the one buffer `flat_grad` where the
+    optimiser packs them, training.packed), and each tensor's L2 norm and sum of |g| are kept.
+    The sums and norms are reduced in float64 once, in `end_epoch`, which is also the epoch's one
+    host sync. The variance comes from those totals (the sum of g^2 is the sum of the squared L2
+    norms). On the CPU, over the packed buffer, each tensor's sum of |g| and of g^2 are BLAS
+    `sasum` and `sdot` calls (one read of the tensor each, no buffer, plain floats: the
+    statistics' share of an MLP step fell from +12% to +6-8%, where torch's abs-and-add and an
+    L1 norm cost more); elsewhere |g| is added to a second running sum and `_foreach_norm` is
+    one kernel for all tensors on a GPU.
     """
 
     def __init__(self, model: nn.Module, order: dict[str, int], flat_grad: torch.Tensor | None = None):
@@ -53,19 +55,22 @@ class GradientStats:
         summed = [p for _, p in self.params] if flat_grad is None else [flat_grad]
         # float32 at least (a half-precision gradient is summed in float32)
         self.sum_g = [torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float32)) for t in summed]
-        self.sum_abs = [torch.zeros_like(s) for s in self.sum_g]
-        # CPU, packed float32: |g| into this buffer (no allocation a step) and the squared norms by dot
+        # CPU, packed float32: BLAS over NumPy views of each tensor's part of the buffer
         self.blas = flat_grad is not None and flat_grad.device.type == "cpu" and flat_grad.dtype == torch.float32
-        self.abs_buffer = torch.empty_like(flat_grad) if self.blas else None
-        self.segments = flat_grad.split(self.numels) if self.blas else None
-        self.norms: list[torch.Tensor] = []  # each tensor's L2 norm (squared where blas) at each step, stacked at the end
+        self.sum_abs = [] if self.blas else [torch.zeros_like(s) for s in self.sum_g]
+        self.views = [part.numpy() for part in flat_grad.split(self.numels)] if self.blas else None
+        if self.blas:
+            from scipy.linalg import blas  # here: a GPU run's start-up does without it
 
-    @torch.no_grad()
-    def after_backward(self) -> None:
+            self.asum, self.dot = blas.sasum, blas.sdot
+            single_threaded_blas()
+        self.norms: list = []  # per step: each tensor's L2 norm (with blas: (sum |g|, sum g^2) of each), stacked at the end
+
+    def after_backward(self) -> None:  # the gradients do not require grad: no autograd to switch off
         if self.blas:  # the packed buffer: every gradient is there (zero where a step left it unused)
             self.sum_g[0].add_(self.flat)
-            self.sum_abs[0].add_(torch.abs(self.flat, out=self.abs_buffer))
-            self.norms += [torch.dot(g, g) for g in self.segments]
+            asum, dot = self.asum, self.dot
+            self.norms.append([(asum(g), dot(g, g)) for g in self.views])
             return
         grads = [p.grad for _, p in self.params]
         if any(g is None for g in grads):  # a parameter this step did not use: dL/dw = 0
@@ -83,10 +88,16 @@ class GradientStats:
     @torch.no_grad()
     def end_epoch(self, run: str, epoch: int) -> list[dict]:
         """One row per tensor (the GRADIENTS schema) for this epoch; then reset."""
-        steps = len(self.norms) // len(self.params)
-        kept = (torch.stack(self.norms) if steps else torch.zeros(0, device=self.device)).double().view(steps, -1)
-        norms, squares = (kept.sqrt(), kept) if self.blas else (kept, kept ** 2)
-        totals = torch.stack([self.per_tensor(self.sum_g), self.per_tensor(self.sum_abs), norms.sum(0), squares.sum(0)])
+        if self.blas:
+            steps = len(self.norms)
+            kept = torch.from_numpy(np.array(self.norms, dtype=np.float64).reshape(steps, len(self.params), 2))
+            abs_sums, squares = kept[..., 0].sum(0), kept[..., 1]
+            norms = squares.sqrt()
+        else:
+            steps = len(self.norms) // len(self.params)
+            norms = (torch.stack(self.norms) if steps else torch.zeros(0, device=self.device)).double().view(steps, -1)
+            abs_sums, squares = self.per_tensor(self.sum_abs), norms ** 2
+        totals = torch.stack([self.per_tensor(self.sum_g), abs_sums.to(self.device), norms.sum(0), squares.sum(0)])
         sums = totals.T.tolist()  # the one sync of the epoch
         weight_norms = torch.stack(torch._foreach_norm([p.detach().double() for _, p in self.params])).tolist()
         rows = []
@@ -103,3 +114,13 @@ class GradientStats:
         torch._foreach_zero_(self.sum_g + self.sum_abs)
         self.norms = []
         return rows
+
+
+@functools.cache
+def single_threaded_blas() -> None:
+    """scipy's BLAS on one thread in a training process (once): OpenBLAS starts threads of its
+    own for a large tensor, and while they spin after a call, torch's threads lose their cores
+    (a CIFAR-10 CNN's step took 1.9x as long; docs/performance.md)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
