@@ -90,7 +90,7 @@ def loops_of(task: str, spec: dict, args, tmp: Path) -> None:
 def telemetry(args, tmp: Path) -> None:
     baseline = {**specs(args.data)["cnn"], "model": {"name": "baseline"}}
     for task, spec in (("mlp", specs(args.data)["mlp"]), ("baseline cnn", baseline)):
-        telemetry_of(task, spec, args)
+        telemetry_of(task, spec)
     whole_runs(specs(args.data)["mlp"], args, tmp)
 
 
@@ -130,7 +130,7 @@ class Alternating:
     `block`, in turns, and timing each step (from one backward's end to the next)."""
 
     def __init__(self, stats, block: int):
-        self.stats, self.block, self.step, self.last = stats, block, 0, None
+        self.stats, self.block, self.step, self.last, self.was = stats, block, 0, None, "off"
         self.times = {"on": [], "off": []}
 
     def after_backward(self) -> None:
@@ -143,12 +143,14 @@ class Alternating:
         self.step, self.last = self.step + 1, now
 
 
-def telemetry_of(task: str, spec: dict, args) -> None:
+def telemetry_of(task: str, spec: dict) -> None:
     """Whole training epochs with the gradient statistics on for a few steps and off for the next
     few, in turns: each step is compared with its neighbours, so the machine's slow and fast
     stretches (up to 1.7x, 10-20 s long) cancel, where alternating whole epochs left a few
-    percent of noise. Each epoch's `end_epoch` (its one sync and reduction) is timed and charged
-    to the epoch's steps, as a run pays it."""
+    percent of noise. Mean step times (a run pays every step, the rare slow ones included); each
+    epoch's `end_epoch` (its one sync and reduction, here over half its steps) is timed and
+    charged to the epoch's steps."""
+    from nnstudy.training.callbacks import one_blas_thread
     from nnstudy.training.epoch import train_epoch
 
     epochs, block = TELEMETRY[task]
@@ -156,19 +158,20 @@ def telemetry_of(task: str, spec: dict, args) -> None:
     alternating, ends = Alternating(stats[0], block), []
     for _ in range(epochs):
         alternating.last = None  # the epoch's end is not a step
-        train_epoch(r, opt, [], spec["train"]["batch_size"], gen, [alternating])
+        with one_blas_thread():  # as `nnstudy train` trains
+            train_epoch(r, opt, [], spec["train"]["batch_size"], gen, [alternating])
         t0 = time.perf_counter()
         stats[0].end_epoch("bench", 1)
         ends.append(time.perf_counter() - t0)
     steps = alternating.step // epochs
-    on, off = (statistics.median(alternating.times[k]) for k in ("on", "off"))
+    on, off = (statistics.mean(alternating.times[k]) for k in ("on", "off"))
     charged = on + statistics.median(ends) / steps
     print(f"| telemetry, {task}, {epochs} epochs of {steps} steps, on and off every {block} steps | "
           f"{1e3 * off:.2f} ms a step off, {1e3 * charged:.2f} ms on (end of epoch {1e3 * statistics.median(ends):.1f} ms) "
           f"| {100 * (charged / off - 1):+.1f}% |")
 
 
-TELEMETRY = {"mlp": (3, 8), "baseline cnn": (2, 2)}  # (epochs, steps per turn): ~1.7 s and ~11 s an epoch here
+TELEMETRY = {"mlp": (3, 8), "baseline cnn": (2, 2)}  # (epochs, steps per turn): ~1.5 s and ~7.5 s an epoch here
 
 
 def epochs(args, tmp: Path, rounds: int = 10) -> None:
@@ -177,6 +180,7 @@ def epochs(args, tmp: Path, rounds: int = 10) -> None:
     alternations and the median of the paired ratios."""
     sys.path.insert(0, str(HERE))
     import loops
+    from nnstudy.training.callbacks import one_blas_thread
     from nnstudy.training.epoch import epoch_sums, evaluate, train_epoch
 
     spec = specs(args.data)["mlp"]
@@ -184,7 +188,8 @@ def epochs(args, tmp: Path, rounds: int = 10) -> None:
     r, opt, stats, gen = engine(spec)
 
     def nnstudy(callbacks) -> None:
-        epoch_sums(*train_epoch(r, opt, [], spec["train"]["batch_size"], gen, callbacks))
+        with one_blas_thread():  # as `nnstudy train` trains
+            epoch_sums(*train_epoch(r, opt, [], spec["train"]["batch_size"], gen, callbacks))
         for cb in callbacks:
             cb.end_epoch("bench", 1)
         for which in ("train", "test"):

@@ -119,9 +119,6 @@ def test_gradient_stats_match_float64_reference(packed):
     opt = make_optimizer(list(model.parameters()), resolved["optim"]) if packed else torch.optim.SGD(model.parameters(), lr=0.1)
     stats = GradientStats(model, models.forward_order(model, (1, 8, 8)), opt.flat.grad if packed else None)
     assert stats.blas == packed
-    if packed:  # OpenBLAS's own threads, spinning beside torch's, slowed a CNN's step 1.9x
-        from threadpoolctl import threadpool_info
-        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
     stored = {n: [] for n, _ in model.named_parameters()}
     for _ in range(60):
         x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
@@ -255,6 +252,35 @@ def test_xor_is_learned_by_a_tiny_mlp(tmp_path):
     assert set(m["split"]) == {"train", "test"}  # no validation split asked for
     assert m.query("split == 'test' and epoch == 300")["accuracy"].item() == 1.0
     assert m.query("epoch == 10")["loss"].isna().all()  # not an evaluation epoch
+
+
+def test_scipy_blas_runs_on_one_thread_while_training_only(tmp_path, monkeypatch):
+    # The statistics' sasum/sdot beside torch's threads: OpenBLAS's own threads, spinning after
+    # each call, made a CNN's step 1.9x as long. The analyses after training (the `after` hook)
+    # get NumPy's BLAS as the analyse step does.
+    from scipy.linalg import blas  # noqa: F401 (loaded, so threadpoolctl sees it)
+    from threadpoolctl import threadpool_info
+
+    import nnstudy.training.run as run_mod
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen = {}
+
+    class Spy:
+        def after_backward(self):
+            seen.setdefault("training", blas_threads())
+
+        def end_epoch(self, run, epoch):
+            return []
+
+    for_run = run_mod.for_run
+    monkeypatch.setattr(run_mod, "for_run", lambda r, optimizer: for_run(r, optimizer) + [Spy()])
+    before = blas_threads()
+    spec = {"seed": 0, "data": {"name": "xor", "val_fraction": 0.0}, "model": {"hidden": [4]}, "train": {"epochs": 2}}
+    train_run(spec, tmp_path / "r", after=lambda built: seen.setdefault("after", blas_threads()))
+    assert seen == {"training": {1}, "after": before} and max(before) > 1  # (this machine has 2 cores)
 
 
 def test_diverging_run_is_marked_not_raised(shared_data, tmp_path):

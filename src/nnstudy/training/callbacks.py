@@ -3,7 +3,6 @@ backward pass, before the optimiser step) and `end_epoch(run, epoch) -> rows` (i
 the epoch). Gradient statistics is one: accumulated on the device, synced once per epoch."""
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -31,13 +30,14 @@ class GradientStats:
     under 1 ms, so each pass over the gradients shows; docs/performance.md): the gradients are
     added elementwise to a float32 running sum (over the one buffer `flat_grad` where the
     optimiser packs them, training.packed), and each tensor's L2 norm and sum of |g| are kept.
-    The sums and norms are reduced in float64 once, in `end_epoch`, which is also the epoch's one
-    host sync. The variance comes from those totals (the sum of g^2 is the sum of the squared L2
-    norms). On the CPU, over the packed buffer, each tensor's sum of |g| and of g^2 are BLAS
-    `sasum` and `sdot` calls (one read of the tensor each, no buffer, plain floats: the
-    statistics' share of an MLP step fell from +12% to +6-8%, where torch's abs-and-add and an
-    L1 norm cost more); elsewhere |g| is added to a second running sum and `_foreach_norm` is
-    one kernel for all tensors on a GPU.
+    Nothing is reduced across steps before `end_epoch`, which sums in float64 and is the epoch's
+    one host sync. The variance comes from those totals (the sum of g^2 is the sum of the
+    squared L2 norms). On the CPU, over the packed buffer, each tensor's sum of |g| and of g^2
+    in a step are BLAS `sasum` and `sdot` (float32 sums within the tensor, one read of it, no
+    buffer, plain floats), cheaper in a step than torch's abs-and-add (the extra buffers pushed
+    the step's working set out of the cache) and than its L1 norm; run them beside torch's
+    threads under `one_blas_thread`. Elsewhere |g| is added to a second running sum, and
+    `_foreach_norm` is one kernel for all tensors on a GPU.
     """
 
     def __init__(self, model: nn.Module, order: dict[str, int], flat_grad: torch.Tensor | None = None):
@@ -57,13 +57,14 @@ class GradientStats:
         self.sum_g = [torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float32)) for t in summed]
         # CPU, packed float32: BLAS over NumPy views of each tensor's part of the buffer
         self.blas = flat_grad is not None and flat_grad.device.type == "cpu" and flat_grad.dtype == torch.float32
-        self.sum_abs = [] if self.blas else [torch.zeros_like(s) for s in self.sum_g]
-        self.views = [part.numpy() for part in flat_grad.split(self.numels)] if self.blas else None
         if self.blas:
             from scipy.linalg import blas  # here: a GPU run's start-up does without it
 
             self.asum, self.dot = blas.sasum, blas.sdot
-            single_threaded_blas()
+            self.views = [part.numpy() for part in flat_grad.split(self.numels)]
+            self.sum_abs = []
+        else:
+            self.sum_abs = [torch.zeros_like(s) for s in self.sum_g]
         self.norms: list = []  # per step: each tensor's L2 norm (with blas: (sum |g|, sum g^2) of each), stacked at the end
 
     def after_backward(self) -> None:  # the gradients do not require grad: no autograd to switch off
@@ -116,11 +117,11 @@ class GradientStats:
         return rows
 
 
-@functools.cache
-def single_threaded_blas() -> None:
-    """scipy's BLAS on one thread in a training process (once): OpenBLAS starts threads of its
-    own for a large tensor, and while they spin after a call, torch's threads lose their cores
-    (a CIFAR-10 CNN's step took 1.9x as long; docs/performance.md)."""
+def one_blas_thread():
+    """A context in which scipy's BLAS (the CPU statistics' sasum/sdot) uses one thread: for a
+    large tensor OpenBLAS starts threads of its own, and while they spin after a call torch's
+    threads lose their cores (a CIFAR-10 CNN's step took 1.9x as long; docs/performance.md).
+    Only around training: analyses after it use NumPy's BLAS as the analyse step does."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="blas")
+    return threadpool_limits(1, user_api="blas")

@@ -29,7 +29,7 @@ from .. import schemas
 from ..spec import SpecError, resolve, run_id
 from . import checkpoint, provenance, transfer
 from .build import Built, build, pick_device
-from .callbacks import for_run
+from .callbacks import for_run, one_blas_thread
 from .checkpoint import RunState
 from .epoch import epoch_sums, evaluate, train_epoch
 from .optim import lr_at, make_optimizer
@@ -79,20 +79,21 @@ def run(spec: dict, out: str | Path, threads: int | None = None, device: str | N
                disable=None if progress is None else not progress)
     t_segment = time.perf_counter() - state.elapsed
     frozen_modules = transfer.frozen_modules(r.model, r.frozen)
-    for epoch in range(state.epoch + 1, epochs + 1):
-        one_epoch(r, state, optimizer, frozen_modules, callbacks, gen, epoch, t_segment, out)
-        state.save(out, rid, r.model, optimizer, gen, dev)
-        if (out / "best.next.pt").exists():
-            os.replace(out / "best.next.pt", out / "best.pt")
-        bar.update(1)
-        bar.set_postfix(loss=f"{state.metrics[-1]['loss']:.3f}")
-        if state.diverged:
-            log(f"loss is not finite at epoch {epoch}: stopped, marked diverged")
-            break
-        if state.stopped_epoch:
-            log(f"early stopping at epoch {epoch}: no validation improvement for "
-                f"{resolved['train']['early_stopping']['patience']} evaluations")
-            break
+    with one_blas_thread():  # the gradient statistics' BLAS beside torch's threads (training.callbacks)
+        for epoch in range(state.epoch + 1, epochs + 1):
+            one_epoch(r, state, optimizer, frozen_modules, callbacks, gen, epoch, t_segment, out)
+            state.save(out, rid, r.model, optimizer, gen, dev)
+            if (out / "best.next.pt").exists():
+                os.replace(out / "best.next.pt", out / "best.pt")
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.metrics[-1]['loss']:.3f}")
+            if state.diverged:
+                log(f"loss is not finite at epoch {epoch}: stopped, marked diverged")
+                break
+            if state.stopped_epoch:
+                log(f"early stopping at epoch {epoch}: no validation improvement for "
+                    f"{resolved['train']['early_stopping']['patience']} evaluations")
+                break
     bar.close()
     manifest = finish(r, state, out)
     log(f"{manifest['status']} after {state.epoch} epochs: {out}")
