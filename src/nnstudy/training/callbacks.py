@@ -35,9 +35,9 @@ class GradientStats:
     squared L2 norms). On the CPU, over the packed buffer, each tensor's sum of |g| and of g^2
     in a step are BLAS `sasum` and `sdot` (float32 sums within the tensor, one read of it, no
     buffer, plain floats), cheaper in a step than torch's abs-and-add (the extra buffers pushed
-    the step's working set out of the cache) and than its L1 norm; run them beside torch's
-    threads under `one_blas_thread`. Elsewhere |g| is added to a second running sum, and
-    `_foreach_norm` is one kernel for all tensors on a GPU.
+    the step's working set out of the cache) and than its L1 norm; training.run trains under
+    `one_blas_thread`, so they run beside torch's threads on one. Elsewhere |g| is added to a
+    second running sum, and `_foreach_norm` is one kernel for all tensors on a GPU.
     """
 
     def __init__(self, model: nn.Module, order: dict[str, int], flat_grad: torch.Tensor | None = None):
@@ -98,7 +98,7 @@ class GradientStats:
             steps = len(self.norms) // len(self.params)
             norms = (torch.stack(self.norms) if steps else torch.zeros(0, device=self.device)).double().view(steps, -1)
             abs_sums, squares = self.per_tensor(self.sum_abs), norms ** 2
-        totals = torch.stack([self.per_tensor(self.sum_g), abs_sums.to(self.device), norms.sum(0), squares.sum(0)])
+        totals = torch.stack([self.per_tensor(self.sum_g), abs_sums, norms.sum(0), squares.sum(0)])
         sums = totals.T.tolist()  # the one sync of the epoch
         weight_norms = torch.stack(torch._foreach_norm([p.detach().double() for _, p in self.params])).tolist()
         rows = []
