@@ -121,15 +121,16 @@ def test_gradient_stats_over_the_packed_buffer_equal_those_over_the_tensors():
     order = models.forward_order(net, (3, 8, 8))
     over_flat, over_tensors = GradientStats(net, order, opt.flat.grad), GradientStats(net, order)
     train(net, opt, 20, seed=3, callbacks=[over_flat, over_tensors])
-    # The same float32 sums of g; the sums of |g| and the norms differ in their last bits (BLAS
-    # sasum and dot over the buffer, float32 running sums and torch's norm kernel over the
-    # tensors: both within 1e-6 of float64, tests/test_train.py).
+    # The sums differ in their last bits (BLAS sgemv, sasum and dot over the buffer, float32
+    # running sums and torch's norm kernel over the tensors: both within 1e-6 of float64,
+    # tests/test_train.py). A mean of g near 0 is compared on the scale of the mean |g|.
     for a, b in zip(over_flat.end_epoch("r", 1), over_tensors.end_epoch("r", 1)):
         assert a.keys() == b.keys() and a["steps"] == 20
+        assert a["grad_mean"] == pytest.approx(b["grad_mean"], abs=1e-6 * b["grad_abs_mean"])
         for key, value in a.items():
-            exact = key in ("grad_mean", "weight_norm")
-            assert value == (pytest.approx(b[key], rel=1e-12 if exact else 1e-6, abs=1e-18)
-                             if isinstance(value, float) else b[key]), key
+            if key != "grad_mean":
+                assert value == (pytest.approx(b[key], rel=1e-12 if key == "weight_norm" else 1e-6, abs=1e-18)
+                                 if isinstance(value, float) else b[key]), key
     with pytest.raises(ValueError, match="flat_grad"):
         GradientStats(net, order, torch.zeros(3))
 

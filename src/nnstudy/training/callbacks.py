@@ -12,6 +12,8 @@ from torch import nn
 from .. import models
 from .packed import Packed
 
+ROW = 128  # the widest row whose sums sgemv adds up (GradientStats over the packed buffer, CPU)
+
 
 def for_run(r, optimizer) -> list:
     """The per-step callbacks of built run `r` (training.build) with its optimiser: gradient
@@ -32,10 +34,11 @@ class GradientStats:
     optimiser packs them, training.packed), and each tensor's L2 norm and sum of |g| are kept.
     Nothing is reduced across steps before `end_epoch`, which sums in float64 and is the epoch's
     one host sync. The variance comes from those totals (the sum of g^2 is the sum of the
-    squared L2 norms). On the CPU, over the packed buffer, each tensor's sum of |g| and of g^2
-    in a step are BLAS `sasum` and `sdot` (float32 sums within the tensor, one read of it, no
-    buffer, plain floats), cheaper in a step than torch's abs-and-add (the extra buffers pushed
-    the step's working set out of the cache) and than its L1 norm; training.run trains under
+    squared L2 norms). On the CPU, over the packed buffer, BLAS reads each tensor's part three
+    times, with no model-sized buffer of its own (with one, the MLP's step no longer fitted the
+    core's 2 MB cache): `sgemv` adds the row sums of an (n/k, k) view to n/k float32 running
+    sums, and `sasum` and `sdot` give the step's sum of |g| and of g^2 as plain floats. That is
+    cheaper in a step than torch's add, abs and norms; training.run trains under
     `one_blas_thread`, so they run beside torch's threads on one. Elsewhere |g| is added to a
     second running sum, and `_foreach_norm` is one kernel for all tensors on a GPU.
     """
@@ -52,24 +55,29 @@ class GradientStats:
         if flat_grad is not None and flat_grad.numel() != sum(self.numels):
             raise ValueError("flat_grad must hold the gradients of the model's trainable parameters, in their order")
         self.flat = flat_grad
-        summed = [p for _, p in self.params] if flat_grad is None else [flat_grad]
-        # float32 at least (a half-precision gradient is summed in float32)
-        self.sum_g = [torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float32)) for t in summed]
         # CPU, packed float32: BLAS over NumPy views of each tensor's part of the buffer
         self.blas = flat_grad is not None and flat_grad.device.type == "cpu" and flat_grad.dtype == torch.float32
         if self.blas:
             from scipy.linalg import blas  # here: a GPU run's start-up does without it
 
-            self.asum, self.dot = blas.sasum, blas.sdot
+            self.asum, self.dot, self.gemv = blas.sasum, blas.sdot, blas.sgemv
             self.views = [part.numpy() for part in flat_grad.split(self.numels)]
+            widths = [math.gcd(n, ROW) for n in self.numels]  # k: a power of two dividing n
+            self.sum_g = [torch.zeros(n // k, dtype=torch.float32) for n, k in zip(self.numels, widths)]
+            self.rows = [(v.reshape(k, -1).T, np.ones(k, np.float32), s.numpy())  # (n/k, k), Fortran order: no copy
+                         for v, k, s in zip(self.views, widths, self.sum_g)]
             self.sum_abs = []
         else:
+            summed = [p for _, p in self.params] if flat_grad is None else [flat_grad]
+            # float32 at least (a half-precision gradient is summed in float32)
+            self.sum_g = [torch.zeros_like(t, dtype=torch.promote_types(t.dtype, torch.float32)) for t in summed]
             self.sum_abs = [torch.zeros_like(s) for s in self.sum_g]
         self.norms: list = []  # per step: each tensor's L2 norm (with blas: (sum |g|, sum g^2) of each), stacked at the end
 
     def after_backward(self) -> None:  # the gradients do not require grad: no autograd to switch off
         if self.blas:  # the packed buffer: every gradient is there (zero where a step left it unused)
-            self.sum_g[0].add_(self.flat)
+            for rows, ones, sums in self.rows:  # sums += rows @ ones, in place
+                self.gemv(1.0, rows, ones, 1.0, sums, overwrite_y=True)
             asum, dot = self.asum, self.dot
             self.norms.append([(asum(g), dot(g, g)) for g in self.views])
             return
@@ -83,7 +91,7 @@ class GradientStats:
 
     def per_tensor(self, sums: list[torch.Tensor]) -> torch.Tensor:
         """The float64 total of each parameter's elements of a running sum."""
-        parts = sums if self.flat is None else sums[0].split(self.numels)
+        parts = sums[0].split(self.numels) if self.flat is not None and not self.blas else sums
         return torch.stack([part.double().sum() for part in parts])
 
     @torch.no_grad()
