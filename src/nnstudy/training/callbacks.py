@@ -29,9 +29,10 @@ class GradientStats:
     and the mean of the step's L2 norm.
 
     After each backward, few operations whatever the number of tensors (a small model's step is
-    under 1 ms, so each pass over the gradients shows; docs/performance.md): the gradients are
-    added elementwise to a float32 running sum (over the one buffer `flat_grad` where the
-    optimiser packs them, training.packed), and each tensor's L2 norm and sum of |g| are kept.
+    under 1 ms, so each pass over the gradients shows; docs/performance.md): the gradients go
+    into float32 running sums (over the one buffer `flat_grad` where the optimiser packs them,
+    training.packed, if any; on the CPU a few row totals per tensor, below), and each tensor's
+    L2 norm and sum of |g| are kept.
     Nothing is reduced across steps before `end_epoch`, which sums in float64 and is the epoch's
     one host sync. The variance comes from those totals (the sum of g^2 is the sum of the
     squared L2 norms). On the CPU, over the packed buffer, BLAS reads each tensor's part three
