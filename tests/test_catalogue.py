@@ -24,7 +24,7 @@ PLANS = {
     "mnist_cifar100": {"train": 8, "analyse": 5, "analysis_summaries": 5},
     "basics": {"train": 17, "analyse": 8, "analysis_summaries": 8},
 }
-ALWAYS = {"collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1}
+ALWAYS = {"collect": 1, "summarise": 1, "figures": 1, "gradient_figures": 1, "report": 1, "all": 1}
 
 
 def test_every_study_file_is_in_the_catalogue_test():

@@ -34,24 +34,25 @@ FAULTS = "checkpoint.pt:0.02,best.next.pt:0.02,metrics.parquet:0.04,gradients.pa
 WRITES = ("checkpoint.pt", "metrics.parquet", "model.pt", "run.json")  # each must have been hit
 
 
-def run_study(work, rng: random.Random, faults: str = "", kill_after: float | None = None) -> tuple:
-    """One Snakemake invocation, with a training job of this study SIGKILLed at a random moment
-    every few seconds when `faults` are on. Returns (exit code or None if this test killed
-    Snakemake, training jobs killed from outside)."""
+def run_study(work, rng: random.Random, faults: str = "", kill_snakemake: bool = False) -> tuple:
+    """One Snakemake invocation, with a training job of this study SIGKILLed at random moments
+    when `faults` are on, and Snakemake itself SIGKILLed while its training jobs run when
+    `kill_snakemake`. Returns (exit code or None if this test killed Snakemake, training jobs
+    killed from outside)."""
     env = {**ENV, "NNSTUDY_FAULTS": faults, "NNSTUDY_FAULTS_LOG": str(work / "faults.log")}
     cmd = SMK + ["-d", work, "--configfile", work / "study.yaml", "--keep-going", "--rerun-incomplete"]
     subprocess.run(SMK + ["-d", work, "--configfile", work / "study.yaml", "--unlock"], env=env, capture_output=True)
     proc = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started, killed = time.monotonic(), 0
+    killed = 0
     while proc.poll() is None:
-        if kill_after is not None and time.monotonic() - started > kill_after:
+        time.sleep(rng.uniform(0.2, 1.0))  # a training job of this study lives 0.3-3 s
+        jobs = subprocess.run(["pgrep", "-f", "nnstudy train --runs-json .*results/faults/train/"], capture_output=True,
+                              text=True).stdout.split() if faults or kill_snakemake else []
+        if jobs and kill_snakemake:
             proc.send_signal(signal.SIGKILL)  # Snakemake itself; its jobs go on as orphans
             proc.wait()
             return None, killed
-        time.sleep(rng.uniform(2, 5))
-        jobs = subprocess.run(["pgrep", "-f", "nnstudy train --runs-json .*results/faults/train/"], capture_output=True,
-                              text=True).stdout.split() if faults else []
-        if jobs and rng.random() < 0.3:
+        if jobs and faults and rng.random() < 0.15:
             os.kill(int(rng.choice(jobs)), signal.SIGKILL)
             killed += 1
     return proc.returncode, killed
@@ -78,7 +79,7 @@ def test_study_survives_kills_at_the_worst_moments(tmp_path):
         # The first rounds kill every job at its first write of one file each, so every kind of
         # write is hit whatever the random draws; random faults after that.
         faults = f"{WRITES[rounds - 1]}:1" if rounds <= len(WRITES) else FAULTS
-        code, killed_now = run_study(faulty, rng, faults=faults, kill_after=rng.uniform(4, 12) if kill else None)
+        code, killed_now = run_study(faulty, rng, faults=faults, kill_snakemake=kill)
         snakemake_kills, outside_kills = snakemake_kills + (code is None), outside_kills + killed_now
         if code == 0 and snakemake_kills >= 2:
             break

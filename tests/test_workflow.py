@@ -157,7 +157,7 @@ def test_deleting_an_lr_run_plans_it_and_its_dependents_only(demo, tmp_path):
     # The run's job, the best-LR choice it feeds, the job of the runs started from that choice, the summaries
     # (the study's, and of the analyses of the two experiments that read those runs).
     assert job_counts(plan.stderr + plan.stdout) == {"train": 2, "select": 1, "collect": 1, "summarise": 1,
-                                                     "figures": 1, "report": 1, "all": 1, "analyse": 2,
+                                                     "figures": 1, "gradient_figures": 1, "report": 1, "all": 1, "analyse": 2,
                                                      "analysis_summaries": 2, "tensorboard": 1}
     same_job = {f"lr/{study.trained[k].variant}" for k in study.jobs[study.job_of[row.key]]}  # lr=0.01 and 0.03
     assert f"lr/lr={row.values['optim.lr']!r}" in same_job and len(same_job) == 2
@@ -221,7 +221,7 @@ def test_default_study_plans_70_runs_in_14_training_jobs():
     assert plan.returncode == 0, plan.stderr[-2000:]
     counts = job_counts(plan.stderr + plan.stdout)
     # + per experiment one analyse job and one job for the summaries of its analyses
-    assert counts == {"train": 14, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "report": 1, "all": 1,
+    assert counts == {"train": 14, "select": 2, "collect": 1, "summarise": 1, "figures": 1, "gradient_figures": 1, "report": 1, "all": 1,
                       "analyse": 5, "analysis_summaries": 5}
     assert sum(map(len, planned_runs(plan.stdout + plan.stderr).values())) == 70
 

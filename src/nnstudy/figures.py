@@ -24,8 +24,19 @@ def grid_shape(experiment: dict) -> str | None:
 
 def figure_names(experiments: dict) -> list[str]:
     """The figure files of a study with these experiments (the study file's mapping)."""
+    return outcome_figure_names(experiments) + gradient_figure_names(experiments)
+
+
+def outcome_figure_names(experiments: dict) -> list[str]:
+    """The figures of learning curves and final metrics (plots.draw_outcomes)."""
     names = [f"curves_{e}.png" for e in experiments] + ["final_test_accuracy.png", "final_gap.png"]
     names += [f"final_{e}.png" for e, x in experiments.items() if grid_shape(x)]
     if transfers(experiments):
         names.append("transfer_vs_joint.png")
-    return names + [f"gradient_flow_{e}.png" for e in experiments]
+    return names
+
+
+def gradient_figure_names(experiments: dict) -> list[str]:
+    """The gradient-flow figures (plots.draw_gradients): a step of their own, drawn beside the
+    others (about half of the drawing time)."""
+    return [f"gradient_flow_{e}.png" for e in experiments]

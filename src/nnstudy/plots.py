@@ -275,11 +275,22 @@ def figure_grid(final: pd.DataFrame, name: str, experiment: dict, path: Path) ->
 
 def draw_all(summary: dict, experiments: dict, out_dir: Path, curve_splits: list[str] | None = None) -> None:
     """Every figure of figures.figure_names(experiments) from the summary tables (name -> DataFrame)."""
+    draw_outcomes(summary, experiments, out_dir, curve_splits)
+    draw_gradients(summary["gradient_flow"], experiments, out_dir)
+
+
+def draw_gradients(flow: pd.DataFrame, experiments: dict, out_dir: Path) -> None:
+    """The figures of figures.gradient_figure_names(experiments) from the gradient_flow table."""
+    for e in experiments:
+        figure_gradients(flow, e, Path(out_dir) / f"gradient_flow_{e}.png")
+
+
+def draw_outcomes(summary: dict, experiments: dict, out_dir: Path, curve_splits: list[str] | None = None) -> None:
+    """The figures of figures.outcome_figure_names(experiments) from the summary tables."""
     out_dir = Path(out_dir)
     transfer = transfers(experiments)
     for e, x in experiments.items():
         figure_curves(summary["curves"], e, out_dir / f"curves_{e}.png", curve_splits)
-        figure_gradients(summary["gradient_flow"], e, out_dir / f"gradient_flow_{e}.png")
         if grid_shape(x):
             figure_grid(summary["final"], e, x, out_dir / f"final_{e}.png")
     names = list(experiments)

@@ -53,4 +53,4 @@ rule analysis_summaries:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/analysis_summaries.py"
+        "../scripts/step.py"

@@ -14,7 +14,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
 )
 
-from nnstudy import figures, schemas, spec
+from nnstudy import figures, schemas, spec, warm
 from nnstudy.runs import heal, reopen
 from nnstudy.study import Study, compose
 
@@ -45,7 +45,13 @@ validate(
 )  # fills the study-level defaults into `config` for the scripts
 R = STUDY.root
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
-FIGURES = [f"{R}/figures/{n}" for n in figures.figure_names(config["experiments"])]
+OUTCOME_FIGURES = [
+    f"{R}/figures/{n}" for n in figures.outcome_figure_names(config["experiments"])
+]
+GRADIENT_FIGURES = [
+    f"{R}/figures/{n}" for n in figures.gradient_figure_names(config["experiments"])
+]
+FIGURES = OUTCOME_FIGURES + GRADIENT_FIGURES
 SUMMARY = {name: f"{R}/summary/{name}.parquet" for name in schemas.SUMMARY_TABLES}
 # One file per training job, written once every run in it has finished: the summary steps'
 # inputs, so a job that trained again (a run deleted, damaged or of a changed spec) reruns them.
@@ -114,3 +120,10 @@ def train_mem_mb(wildcards, attempt):
     return (
         3000 + math.ceil(max(map(_images, _runs(wildcards))) * 3072 * 8 / 1e6)
     ) * attempt
+
+
+# Jobs on this machine start from a warm process that has imported torch, pandas and matplotlib
+# once (nnstudy.warm); NNSTUDY_WARM=0 in the environment turns it off.
+onstart:
+    if workflow.local_exec and warm.available() and os.environ.get(warm.ENV) != "0":
+        os.environ[warm.ENV] = warm.start(Path(f"logs/{STUDY.name}/warm.log"))

@@ -1,20 +1,43 @@
+# The figures in two steps that can draw side by side: gradient flow, and everything else.
 localrules:
     figures,
+    gradient_figures,
     report,
 
 
 rule figures:
     input:
-        **SUMMARY,
+        curves=SUMMARY["curves"],
+        final=SUMMARY["final"],
     output:
-        [report(f, caption="../report/figure.rst", category="Figures") for f in FIGURES],
+        [
+            report(f, caption="../report/figure.rst", category="Figures")
+            for f in OUTCOME_FIGURES
+        ],
     log:
         f"logs/{STUDY.name}/figures.log",
     priority: 2
     conda:
         "../../environment.yml"
     script:
-        "../scripts/figures.py"
+        "../scripts/step.py"
+
+
+rule gradient_figures:
+    input:
+        SUMMARY["gradient_flow"],
+    output:
+        [
+            report(f, caption="../report/figure.rst", category="Figures")
+            for f in GRADIENT_FIGURES
+        ],
+    log:
+        f"logs/{STUDY.name}/gradient_figures.log",
+    priority: 2
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/step.py"
 
 
 rule report:
@@ -30,4 +53,4 @@ rule report:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/report.py"
+        "../scripts/step.py"

@@ -11,4 +11,4 @@ checkpoint select:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/select.py"
+        "../scripts/step.py"

@@ -17,7 +17,7 @@ rule collect:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/collect.py"
+        "../scripts/step.py"
 
 
 rule summarise:
@@ -33,7 +33,7 @@ rule summarise:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/summarise.py"
+        "../scripts/step.py"
 
 
 rule tensorboard:
@@ -47,4 +47,4 @@ rule tensorboard:
     conda:
         "../../environment.yml"
     script:
-        "../scripts/tensorboard.py"
+        "../scripts/step.py"

@@ -1,0 +1,289 @@
+"""A warm process for the jobs of a local Snakemake run: it imports torch, pandas, pyarrow and
+matplotlib once, then forks a child for each `python -m nnstudy ...` of a job, which so starts
+in milliseconds instead of re-importing them (2-3 s of CPU per job on a 2-core machine: on a
+study of small runs, the largest part of what the jobs spend outside training).
+
+Snakemake starts it for a run on this machine (workflow/rules/common.smk, `onstart`) and names
+its socket in NNSTUDY_WARM. `python -m nnstudy ARGS` in a job (`client`), or a script step
+(`step`, with Snakemake's `snakemake` object), then hands its command, working directory,
+environment, sys.path and standard streams to it and waits: the child runs the command as the
+job's own process would have, and the job exits as the child did (its exit code, or the same
+signal). SIGINT, SIGTERM and SIGHUP sent to the client are passed on to the
+child; a client that dies (SIGKILL) has its child SIGKILLed. Without NNSTUDY_WARM, or when the
+warm process does not answer or runs another Python or another nnstudy, the client runs the
+command itself: a job behaves the same either way, only its start-up differs. The warm process
+ends with the Snakemake process that started it.
+
+One warm process serves one user: its socket lies in a folder only its owner can enter.
+Linux only (os.pidfd_open); elsewhere, and under a cluster executor, jobs start as before.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ENV = "NNSTUDY_WARM"
+PRELOAD = ("torch", "pandas", "pyarrow.parquet", "scipy.linalg.blas", "matplotlib.pyplot", "snakemake.script",
+           "nnstudy.cli", "nnstudy.training.run", "nnstudy.study", "nnstudy.analyses", "nnstudy.plots",
+           "nnstudy.data", "nnstudy.steps", "nnstudy.aggregate", "nnstudy.report")
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+HEADER = struct.Struct("!I")   # the request's length, sent with the three standard streams' descriptors
+STATUS = struct.Struct("!i")   # the child's exit code, or minus the signal that ended it
+
+
+def available() -> bool:
+    return hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
+
+
+def start(log: Path) -> str:
+    """Start a warm process for this (Snakemake) process; return its socket's path. It imports
+    in the background: jobs that connect meanwhile wait for it, and it ends with this process."""
+    folder = tempfile.mkdtemp(prefix="nnstudy-warm-")  # mode 0700: this user's jobs only
+    path = os.path.join(folder, "socket")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "nnstudy.warm", path, str(os.getpid())], stdin=subprocess.DEVNULL,
+                         stdout=out, stderr=out, close_fds=True)
+    for _ in range(500):  # the socket exists once the process listens (before its imports)
+        if os.path.exists(path):
+            break
+        time.sleep(0.01)
+    return path
+
+
+def identity() -> dict:
+    """What must match between a client and the warm process: the same Python and nnstudy."""
+    import nnstudy
+
+    return {"prefix": sys.prefix, "version": sys.version, "nnstudy": nnstudy.__file__}
+
+
+# --- the client: `python -m nnstudy ...` in a job ------------------------------------------------
+
+def client(argv: list[str]) -> int | None:
+    """Run nnstudy's command line `argv` in the warm process; its exit code, or None if there
+    is no warm process to run it."""
+    return _request({"argv": argv})
+
+
+def step(smk, name: str) -> None:
+    """Run the workflow step `name` (nnstudy.steps) of this script job in the warm process, or
+    here if there is none; a failed step exits this process as the child did."""
+    import pickle
+
+    code = _request({"step": name, "snakemake": pickle.dumps(smk).hex()})
+    if code is None:
+        from . import steps
+
+        getattr(steps, name)(smk)
+    elif code:
+        sys.exit(code)
+
+
+def _request(command: dict) -> int | None:
+    """Send `command` with this process's directory, environment, sys.path and standard
+    streams; pass signals on while the child runs; return its exit code or end this process by
+    its signal. None if no warm process (of this Python and nnstudy) takes it."""
+    path = os.environ.get(ENV)
+    if not path or not available():
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+        request = json.dumps({**command, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+                              **identity()}).encode()
+        socket.send_fds(sock, [HEADER.pack(len(request))], [0, 1, 2])
+        sock.sendall(request)
+        accepted = _recv_exactly(sock, 1)
+    except OSError:
+        sock.close()
+        return None
+    if accepted != b"1":  # another Python or nnstudy: run here
+        sock.close()
+        return None
+    for sig in FORWARDED:
+        signal.signal(sig, lambda signum, frame: sock.sendall(STATUS.pack(signum)))
+    status = _recv_exactly(sock, STATUS.size)
+    if len(status) < STATUS.size:
+        print("nnstudy: error: the warm process ended without this job's exit status", file=sys.stderr)
+        return 1
+    (code,) = STATUS.unpack(status)
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        time.sleep(1)  # a signal that does not end a process by default (none of the children's)
+        return 128 - code
+    return code
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = sock.recv(n - len(data))
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# --- the warm process --------------------------------------------------------------------------
+
+def serve(path: str, parent: int) -> None:
+    """Listen on `path`, import PRELOAD, then fork a handler per connection until `parent` ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs through their clients
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    try:
+        import importlib
+
+        for name in PRELOAD:
+            importlib.import_module(name)
+        me = identity()
+        listener.settimeout(0.5)
+        while os.getppid() == parent:
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                _reap()
+                continue
+            if os.fork() == 0:
+                listener.close()
+                _handle(conn, me)  # never returns
+            conn.close()
+            _reap()
+    finally:
+        listener.close()
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _reap() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _handle(conn: socket.socket, me: dict) -> None:
+    """In a fork of the warm process: read the request, fork the job's child, pass signals on
+    to it, and report how it ended; SIGKILL it if the client goes."""
+    code = 1
+    try:
+        conn.settimeout(None)
+        os.setpgid(0, 0)  # off the warm process's group: a SIGKILL of Snakemake's group leaves this to kill the child
+        head, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+        request = json.loads(_recv_exactly(conn, HEADER.unpack(head)[0]))
+        if len(fds) != 3 or any(request[k] != v for k, v in me.items()):
+            conn.sendall(b"0")
+            os._exit(0)
+        conn.sendall(b"1")
+        started, child = time.monotonic(), os.fork()
+        if child == 0:
+            _child(request, fds, conn)  # never returns
+        for fd in fds:
+            os.close(fd)
+        code = _watch(conn, child)
+        what = f"nnstudy {request['argv'][0]}" if "argv" in request else f"step {request['step']}"
+        print(f"{time.strftime('%H:%M:%S')} {what} (pid {child}): exit {code} after "
+              f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+        conn.sendall(STATUS.pack(code))
+    except BaseException:  # noqa: BLE001 (nothing may escape into the warm process's loop)
+        traceback.print_exc()
+    finally:
+        os._exit(0)
+
+
+def _watch(conn: socket.socket, child: int) -> int:
+    """Wait for the child; a signal number from the client is sent on to it, and the client's
+    end (its connection closed) kills it. Returns its exit code or minus its signal."""
+    pidfd = os.pidfd_open(child)
+    while True:
+        ready, _, _ = select.select([conn, pidfd], [], [])
+        if pidfd in ready:
+            status = os.waitpid(child, 0)[1]
+            return os.waitstatus_to_exitcode(status)
+        message = conn.recv(STATUS.size)
+        if len(message) < STATUS.size:  # the client is gone
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            os._exit(0)
+        os.kill(child, STATUS.unpack(message)[0])
+
+
+def _child(request: dict, fds: list[int], conn: socket.socket) -> None:
+    """The job's process: the client's streams, directory, environment and sys.path, then its
+    command: nnstudy's command line as `python -m nnstudy` would run it, or a workflow step."""
+    code = 1
+    try:
+        conn.close()
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = request["path"]
+        sys.argv = [sys.argv[0], *request.get("argv", [])]
+        code = _run(request)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        _flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # noqa: BLE001 (as Python reports an uncaught exception)
+        traceback.print_exc()
+    finally:  # whatever happened above, this process ends here, never in the warm process's loop
+        try:
+            atexit._run_exitfuncs()
+            _flush()
+        finally:
+            os._exit(code)
+
+
+def _run(request: dict) -> int:
+    if "argv" in request:
+        from .cli import main
+
+        return main(request["argv"])
+    import pickle
+
+    from . import steps
+
+    getattr(steps, request["step"])(pickle.loads(bytes.fromhex(request["snakemake"])))
+    return 0
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
