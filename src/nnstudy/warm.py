@@ -113,8 +113,14 @@ def _request(command: dict) -> int | None:
     if accepted != b"1":  # another Python or nnstudy: run here
         sock.close()
         return None
+    def forward(signum, frame):
+        try:
+            sock.sendall(STATUS.pack(signum))
+        except OSError:  # the child has just ended: its status follows
+            pass
+
     for sig in FORWARDED:
-        signal.signal(sig, lambda signum, frame: sock.sendall(STATUS.pack(signum)))
+        signal.signal(sig, forward)
     status = _recv_exactly(sock, STATUS.size)
     if len(status) < STATUS.size:
         print("nnstudy: error: the warm process ended without this job's exit status", file=sys.stderr)
@@ -131,10 +137,7 @@ def _request(command: dict) -> int | None:
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     data = b""
     while len(data) < n:
-        try:
-            chunk = sock.recv(n - len(data))
-        except InterruptedError:
-            continue
+        chunk = sock.recv(n - len(data))
         if not chunk:
             break
         data += chunk
@@ -149,12 +152,14 @@ def serve(path: str, parent: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
-    listener.listen(64)
+    listener.listen(socket.SOMAXCONN)
     try:
         import importlib
 
         for name in PRELOAD:
             importlib.import_module(name)
+        if sys.modules["torch"].cuda.is_initialized():  # a fork could not use the GPU: serve nothing
+            raise SystemExit("nnstudy.warm: CUDA was initialised while importing; jobs start afresh")
         me = identity()
         listener.settimeout(0.5)
         while os.getppid() == parent:
