@@ -1,4 +1,5 @@
 """The study pipeline for real: Snakemake runs the demo-sized study in a temporary directory."""
+import collections
 import json
 import os
 import re
@@ -74,6 +75,11 @@ def test_demo_study_end_to_end(demo):
     assert job_counts(demo["log"])["train"] == len(demo["config"].jobs) == 8
     assert sum(map(len, planned_runs(demo["log"]).values())) == 24
     assert len(list((res / "train").glob("*/run.json"))) == 24
+    # Every job ran in a fork of the warm process (nnstudy.warm), which logged each with its exit.
+    served = re.findall(r"^\S+ (nnstudy \w+|step \w+) \(pid \d+\): exit 0 ", (demo["dir"] / "logs" / demo["config"].name
+                        / "warm.log").read_text(), re.M)
+    ran = {rule: n for rule, n in job_counts(demo["log"]).items() if rule != "all"}
+    assert collections.Counter(w.replace("nnstudy ", "").replace("step ", "") for w in served) == ran
     for name, schema in schemas.SUMMARY_TABLES.items():
         table = schemas.read(res / "summary" / f"{name}.parquet", schema)
         assert len(table) > 0, name
