@@ -4,9 +4,12 @@ child with it, and without a warm process commands run as before."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +17,7 @@ import torch
 from conftest import ROOT, mnist_spec
 
 from nnstudy import schemas
+from nnstudy import warm as warm_module
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 NNSTUDY = [sys.executable, "-m", "nnstudy"]
@@ -120,3 +124,22 @@ def test_the_warm_process_ends_with_its_parent(warm):
     while os.path.exists(folder):
         assert time.monotonic() < deadline, "the warm process outlived its parent"
         time.sleep(0.05)
+
+
+def test_stop_ends_the_warm_process(tmp_path):
+    code = ("import os, sys; from pathlib import Path; from nnstudy import warm; path = warm.start(Path(sys.argv[1]));"
+            "warm.stop(); print(os.path.exists(os.path.dirname(path)), os.environ.get(warm.ENV))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "warm.log")], env=ENV, capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.split() == ["False", "None"], done.stderr
+
+
+def test_the_folder_of_a_killed_warm_process_is_removed(warm):
+    env, _, _ = warm
+    stale = Path(tempfile.mkdtemp(prefix="nnstudy-warm-"))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(stale / "socket"))  # closed unlistened: as a SIGKILLed warm process leaves it
+    os.utime(stale / "socket", (time.time() - 120,) * 2)
+    warm_module.remove_stale()
+    assert not stale.exists()
+    assert os.path.exists(env["NNSTUDY_WARM"])  # a live one stays

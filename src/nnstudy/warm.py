@@ -1,6 +1,6 @@
 """A warm process for the jobs of a local Snakemake run: it imports torch, pandas, pyarrow and
 matplotlib once, then forks a child for each `python -m nnstudy ...` of a job, which so starts
-in milliseconds instead of re-importing them (2-3 s of CPU per job on a 2-core machine: on a
+in milliseconds instead of re-importing them (2-4 s of CPU per job on a 2-core machine: on a
 study of small runs, the largest part of what the jobs spend outside training).
 
 Snakemake starts it for a run on this machine (workflow/rules/common.smk, `onstart`) and names
@@ -47,20 +47,55 @@ def available() -> bool:
     return hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
 
 
+_started: list[subprocess.Popen] = []
+
+
 def start(log: Path) -> str:
     """Start a warm process for this (Snakemake) process; return its socket's path. It imports
-    in the background: jobs that connect meanwhile wait for it, and it ends with this process."""
+    in the background: jobs that connect meanwhile wait for it. It ends at `stop`, or at the
+    latest with this process."""
+    remove_stale()
     folder = tempfile.mkdtemp(prefix="nnstudy-warm-")  # mode 0700: this user's jobs only
     path = os.path.join(folder, "socket")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "nnstudy.warm", path, str(os.getpid())], stdin=subprocess.DEVNULL,
-                         stdout=out, stderr=out, close_fds=True)
+        _started.append(subprocess.Popen([sys.executable, "-m", "nnstudy.warm", path, str(os.getpid())],
+                                         stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True))
     for _ in range(500):  # the socket exists once the process listens (before its imports)
         if os.path.exists(path):
             break
         time.sleep(0.01)
     return path
+
+
+def remove_stale() -> None:
+    """Remove the folders of warm processes that were SIGKILLed (with their Snakemake's process
+    group): a socket older than a minute that refuses connections. Other users' are left alone."""
+    for folder in Path(tempfile.gettempdir()).glob("nnstudy-warm-*"):
+        path = folder / "socket"
+        try:
+            if time.time() - path.stat().st_mtime < 60:
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.connect(str(path))
+        except ConnectionRefusedError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # not ours, or not a warm process's socket yet
+            pass
+
+
+def stop() -> None:
+    """End the warm processes this process started (when its workflow has ended: a Snakemake
+    run through the API in a long-lived process would otherwise leave them until it exits)."""
+    while _started:
+        proc = _started.pop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    os.environ.pop(ENV, None)
 
 
 def identity() -> dict:

@@ -127,3 +127,11 @@ def train_mem_mb(wildcards, attempt):
 onstart:
     if workflow.local_exec and warm.available() and os.environ.get(warm.ENV) != "0":
         os.environ[warm.ENV] = warm.start(Path(f"logs/{STUDY.name}/warm.log"))
+
+
+onsuccess:
+    warm.stop()
+
+
+onerror:
+    warm.stop()
