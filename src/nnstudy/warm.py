@@ -224,7 +224,6 @@ def _reap() -> None:
 def _handle(conn: socket.socket, me: dict) -> None:
     """In a fork of the warm process: read the request, fork the job's child, pass signals on
     to it, and report how it ended; SIGKILL it if the client goes."""
-    code = 1
     try:
         conn.settimeout(None)
         os.setpgid(0, 0)  # off the warm process's group: a SIGKILL of Snakemake's group leaves this to kill the child
@@ -240,7 +239,7 @@ def _handle(conn: socket.socket, me: dict) -> None:
         for fd in fds:
             os.close(fd)
         code = _watch(conn, child)
-        what = f"nnstudy {request['argv'][0]}" if "argv" in request else f"step {request['step']}"
+        what = " ".join(["nnstudy", *request["argv"][:1]]) if "argv" in request else f"step {request['step']}"
         print(f"{time.strftime('%H:%M:%S')} {what} (pid {child}): exit {code} after "
               f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
         conn.sendall(STATUS.pack(code))
