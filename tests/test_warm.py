@@ -135,11 +135,15 @@ def test_stop_ends_the_warm_process(tmp_path):
 
 
 def test_the_folder_of_a_killed_warm_process_is_removed(warm):
-    env, _, _ = warm
+    env, _, log = warm
     stale = Path(tempfile.mkdtemp(prefix="nnstudy-warm-"))
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.bind(str(stale / "socket"))  # closed unlistened: as a SIGKILLed warm process leaves it
     os.utime(stale / "socket", (time.time() - 120,) * 2)
+    os.utime(env["NNSTUDY_WARM"], (time.time() - 120,) * 2)
     warm_module.remove_stale()
     assert not stale.exists()
-    assert os.path.exists(env["NNSTUDY_WARM"])  # a live one stays
+    assert os.path.exists(env["NNSTUDY_WARM"])  # a live one stays, and serves on
+    listed = subprocess.run([*NNSTUDY, "list"], env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and "mnist" in listed.stdout
+    assert "Traceback" not in log.read_text() and "nnstudy list (pid" in log.read_text()

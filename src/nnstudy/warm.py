@@ -228,6 +228,8 @@ def _handle(conn: socket.socket, me: dict) -> None:
         conn.settimeout(None)
         os.setpgid(0, 0)  # off the warm process's group: a SIGKILL of Snakemake's group leaves this to kill the child
         head, fds, _, _ = socket.recv_fds(conn, HEADER.size, 3)
+        if len(head) < HEADER.size:  # no request: another warm process's remove_stale probing this one
+            os._exit(0)
         request = json.loads(_recv_exactly(conn, HEADER.unpack(head)[0]))
         if len(fds) != 3 or any(request[k] != v for k, v in me.items()):
             conn.sendall(b"0")
