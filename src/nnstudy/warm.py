@@ -12,7 +12,8 @@ signal). SIGINT, SIGTERM and SIGHUP sent to the client are passed on to the
 child; a client that dies (SIGKILL) has its child SIGKILLed. Without NNSTUDY_WARM, or when the
 warm process does not answer or runs another Python or another nnstudy, the client runs the
 command itself: a job behaves the same either way, only its start-up differs. The warm process
-ends with the Snakemake process that started it.
+ends when its workflow does (`stop`, from onsuccess/onerror), at the latest with the Snakemake
+process that started it.
 
 One warm process serves one user: its socket lies in a folder only its owner can enter.
 Linux only (os.pidfd_open); elsewhere, and under a cluster executor, jobs start as before.
@@ -44,6 +45,7 @@ STATUS = struct.Struct("!i")   # the child's exit code, or minus the signal that
 
 
 def available() -> bool:
+    """Whether this platform can run jobs in a warm process (Linux: pidfd_open, fd passing)."""
     return hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
 
 
@@ -148,6 +150,7 @@ def _request(command: dict) -> int | None:
     if accepted != b"1":  # another Python or nnstudy: run here
         sock.close()
         return None
+
     def forward(signum, frame):
         try:
             sock.sendall(STATUS.pack(signum))
