@@ -8,7 +8,9 @@ computes its analyses for every run it reads from `load_run` (final or best weig
 run's `key`; then one job per experiment (summary/analyses/<experiment>/<name>/) runs
 `summarise`, which turns the runs' rows, labelled with experiment, variant and seed, into the
 declared `tables` (per variant, over seeds); `draw(ax, tables, variant)` draws one variant on an
-Axes and returns it.
+Axes and returns it. An analysis registered with `first_seed=True` (one whose summary keeps each
+variant's first seed: what differs from seed to seed beyond averaging, like t-SNE embeddings) is
+computed for the runs of the experiment's first seed only.
 
 The training job computes the analyses the study asks of each run it trains, from the model
 still in memory (`keep`), into the run's analyses/ folder; the experiment's job then reads them
@@ -53,19 +55,26 @@ def run_schema(name: str) -> pa.Schema:
 
 
 def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Path, device=None) -> None:
-    """Each analysis of `wanted` (name -> parameters) for every run in `run_dirs`, written to the
-    folder `out` as <name>.parquet; built beside it, then renamed. What a run's training job kept
-    is read; a run is loaded (once) only for what it did not keep."""
+    """Each analysis of `wanted` (name -> parameters) for every run in `run_dirs` (a `first_seed`
+    analysis: for those of the smallest seed among them), written to the folder `out` as
+    <name>.parquet; built beside it, then renamed. What a run's training job kept is read; a run
+    is loaded (once) only for what it did not keep."""
     from ..runs import load_run
 
-    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in wanted}
+    manifests = {}
     for run_dir in map(Path, run_dirs):
         try:
-            used = _weights(json.loads((run_dir / "run.json").read_text()), weights)
+            manifests[run_dir] = json.loads((run_dir / "run.json").read_text())
         except OSError:  # not a finished run: load_run says so
-            used = "final"
+            manifests[run_dir] = None
+    first = min((m["spec"]["seed"] for m in manifests.values() if m), default=None)
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in wanted}
+    for run_dir, manifest in manifests.items():
+        used = _weights(manifest, weights) if manifest else "final"
         run = None
         for name, params in wanted.items():
+            if entry(name).extra.get("first_seed") and manifest and manifest["spec"]["seed"] != first:
+                continue
             frame = _kept(run_dir, name, params or {}, used)
             if frame is None:
                 run = run or load_run(run_dir, weights=used, device=device)
@@ -128,6 +137,7 @@ def keep(run, wanted: list, weights: str) -> None:
     used = _weights(manifest, weights)
     if used == "best":
         run.model.load_state_dict(torch.load(run.dir / "best.pt", map_location=run.device, weights_only=True))
+        run.test_logits = None  # the final weights'
     run.model.eval()
     folder = run.dir / KEPT
     shutil.rmtree(folder, ignore_errors=True)  # another training's analyses

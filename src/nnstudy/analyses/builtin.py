@@ -91,15 +91,10 @@ def report_confusion(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
 def confusion(run):
     """Test-set confusion matrix (counts) of each run; per variant the mean and std of every
     cell, of the row-normalised matrix, and per-class accuracy with a t interval over seeds."""
-    import torch
+    from ..training.epoch import test_logits
 
-    true, pred = [], []
-    with torch.inference_mode():
-        for x, y in run.data.batches("test", run.spec["train"]["eval_batch_size"]):
-            with run.autocast():
-                pred.append(run.predict(run.model(run.inputs(x))).cpu())
-            true.append(y.cpu())
-    return confusion_counts(torch.cat(true).numpy(), torch.cat(pred).numpy(), run.data.classes)
+    pred = run.predict(test_logits(run)).cpu()
+    return confusion_counts(run.data.test_y.cpu().numpy(), pred.numpy(), run.data.classes)
 
 
 # -- summary ---------------------------------------------------------------------------------
@@ -405,7 +400,7 @@ def report_filters(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 @register_analysis("filters", {"images": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3,
                                           "description": "Test images whose activation maps are shown."}},
                    schema=FILTERS_RUN, tables={"tiles": TILES}, summarise=summarise_filters, draw=draw_filters,
-                   report=report_filters)
+                   report=report_filters, first_seed=True)
 def filters(run, images: int = 3):
     """The first conv layer's filters (each normalised on its own) and its activation maps
     (each map normalised on its own) for the first `images` test images."""
@@ -526,15 +521,13 @@ def predictions(run, fixed: int = 10, wrong: int = 20):
     test images of each run."""
     import torch
 
-    preds, confs = [], []
-    with torch.inference_mode():
-        for x, _ in run.data.batches("test", run.spec["train"]["eval_batch_size"]):
-            with run.autocast():
-                logits = run.model(run.inputs(x)).float()
-            preds.append(run.predict(logits).cpu())
-            p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(1).max(1).values
-            confs.append((torch.where(preds[-1].to(p.device) == 1, p, 1 - p) if logits.shape[1] == 1 else p).cpu())
-    pred, conf, true = torch.cat(preds), torch.cat(confs), run.data.test_y.cpu()
+    from ..training.epoch import test_logits
+
+    logits = test_logits(run).float()
+    pred = run.predict(logits)
+    p = torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else logits.softmax(1).max(1).values
+    conf = (torch.where(pred == 1, p, 1 - p) if logits.shape[1] == 1 else p).cpu()
+    pred, true = pred.cpu(), run.data.test_y.cpu()
     spread = np.unique(np.linspace(0, len(true) - 1, min(fixed, len(true))).round().astype(int))
     chosen = [("fixed", int(i)) for i in spread]  # evenly spaced: every class of a test set sorted by class
     chosen += [("wrong", int(i)) for i in torch.nonzero(pred != true).flatten()[:wrong]]
@@ -602,7 +595,7 @@ def _activations(run, layer: str | None, x):
                             "seed": {"type": "integer", "minimum": 0, "default": 0,
                                      "description": "Seed of the subset and of t-SNE (the same for every run)."}},
                    schema=TSNE_RUN, tables={"points": EMBEDDING}, summarise=summarise_tsne, draw=draw_tsne,
-                   report=report_tsne)
+                   report=report_tsne, first_seed=True)
 def tsne(run, layer: str | None = None, samples: int = 500, seed: int = 0):
     """t-SNE (scikit-learn) of a layer's activations on a stratified, seeded subset of the test
     images, coloured by class."""

@@ -477,10 +477,11 @@ class Study:
         """Run key -> the analyses ([name, parameters]) that experiments reading it ask for."""
         asked: dict[str, list] = {}
         for exp, cfg in self.config["experiments"].items():
-            pairs = [[name, params or {}] for name, params in (cfg.get("analyses") or {}).items()]
-            for key in self.analysis_keys(exp) if pairs else []:
-                mine = asked.setdefault(key, [])
-                mine += [p for p in pairs if p not in mine]
+            for name, params in (cfg.get("analyses") or {}).items():
+                pair = [name, params or {}]
+                for key in self.analysis_keys(exp, first_seed=analyses.entry(name).extra.get("first_seed", False)):
+                    mine = asked.setdefault(key, [])
+                    mine += [pair] if pair not in mine else []
         return asked
 
     def describe_job(self, job: str) -> str:
@@ -501,10 +502,15 @@ class Study:
         analysis's tables and its figure, <experiment>.png."""
         return f"{self.root}/summary/analyses/{experiment}"
 
-    def analysis_keys(self, experiment: str) -> list[str]:
-        """The runs an experiment's analyses read: its own and every run a row may borrow."""
-        keys = [r.key for r in self.rows_of(experiment) if r.key]
-        keys += [k for r in self.rows_of(experiment) for k in r.borrow.values()]
+    def analysis_keys(self, experiment: str, first_seed: bool = False) -> list[str]:
+        """The runs an experiment's analyses read: its own and every run a row may borrow; with
+        `first_seed`, those of its first seed only (analyses.first_seed_runs)."""
+        rows = self.rows_of(experiment)
+        if first_seed and rows:
+            first = min(r.seed for r in rows)
+            rows = [r for r in rows if r.seed == first]
+        keys = [r.key for r in rows if r.key]
+        keys += [k for r in rows for k in r.borrow.values()]
         return list(dict.fromkeys(keys))
 
     def selection_path(self, name: str) -> str:
