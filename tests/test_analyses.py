@@ -241,4 +241,33 @@ def test_a_training_job_keeps_its_runs_analyses_equal_to_those_computed_from_dis
     for name in wanted:
         kept, disk = (pd.read_parquet(tmp_path / side / f"{name}.parquet") for side in ("kept", "disk"))
         pd.testing.assert_frame_equal(kept, disk, check_exact=True)
-        assert len(kept) and set(kept["key"]) == {"r0", "r1"}
+        # t-SNE and filters (first_seed analyses) of the first seed's run only
+        assert len(kept) and set(kept["key"]) == ({"r0"} if name in ("tsne", "filters") else {"r0", "r1"})
+
+
+def test_test_set_analyses_of_the_final_weights_reuse_the_last_evaluation_and_equal_a_pass_from_disk(tmp_path):
+    """The final epoch's evaluation keeps the test logits, and a training job's confusion and
+    predictions of the final weights use them instead of a pass of their own: they equal the
+    analyses of the run loaded from disk, bit for bit (eval mode, the same batches)."""
+    from nnstudy import load_run
+    from nnstudy.training import epoch
+
+    spec = {"data": {"name": "imagefolder", "root": str(ROOT / "data" / "demo-cifar10"), "split": "holdout",
+                     "val_fraction": 0.2},
+            "model": {"conv": [{"channels": 4}], "hidden": [16], "dropout": 0.25},
+            "train": {"epochs": 2, "batch_size": 64, "eval_batch_size": 300}, "seed": 3}
+    kept = {}
+
+    def after(built):
+        assert built.test_logits is not None and len(built.test_logits) == len(built.data.test_y)
+        logits = built.test_logits
+        kept.update({n: analyses.entry(n).factory(built) for n in ("confusion", "predictions")})
+        assert built.test_logits is logits  # no pass of their own
+
+    train_run(spec, tmp_path / "r", threads=1, after=after)
+    loaded = load_run(tmp_path / "r")
+    assert loaded.test_logits is None
+    for name, frame in kept.items():
+        pd.testing.assert_frame_equal(frame, analyses.entry(name).factory(loaded), check_exact=True)
+    assert int(kept["confusion"]["count"].sum()) == len(loaded.data.test_y)
+    assert epoch.test_logits(loaded) is loaded.test_logits

@@ -26,6 +26,7 @@ class Built:
     frozen: set[str]
     channels_last: bool
     dir: Path | None = None  # the run's folder, once it has finished (load_run, run's `after`)
+    test_logits: torch.Tensor | None = None  # of the current weights: epoch.test_logits
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss.factory(logits, y)

@@ -54,19 +54,37 @@ CPU_CONV_CHUNK = 128
 
 @torch.inference_mode()
 def evaluate(run: Built, which: str, batch_size: int) -> tuple[float, float]:
-    """(mean loss, accuracy) of the split in eval mode."""
+    """(mean loss, accuracy) of the split in eval mode. The test split's logits stay on `run`
+    (test_logits) for the analyses of these weights: the final epoch's spare them a pass."""
     run.model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=run.device)
-    n = 0
-    chunked = run.device.type == "cpu" and run.channels_last  # channels_last: the model has convolutions
+    n, kept = 0, []
     for x, y in run.data.batches(which, batch_size):
         with run.autocast():
-            if chunked and len(x) > CPU_CONV_CHUNK:
-                logits = torch.cat([run.model(run.inputs(c)) for c in x.split(CPU_CONV_CHUNK)])
-            else:
-                logits = run.model(run.inputs(x))
+            logits = _logits(run, x)
             loss = run.loss_fn(logits, y)
         total += torch.stack([loss.double() * len(y), (run.predict(logits) == y).sum().double()])
         n += len(y)
+        kept += [logits] if which == "test" else []
+    if which == "test":
+        run.test_logits = torch.cat(kept) if kept else None
     loss, correct = total.tolist()
     return (loss / n, correct / n) if n else (math.nan, math.nan)
+
+
+@torch.inference_mode()
+def test_logits(run: Built) -> torch.Tensor:
+    """The test split's logits under the model's current weights, computed as `evaluate` does:
+    those its last evaluation kept (cleared whenever the weights change), or a pass now."""
+    if run.test_logits is None:
+        run.model.eval()
+        with run.autocast():
+            run.test_logits = torch.cat([_logits(run, x) for x, _ in
+                                         run.data.batches("test", run.spec["train"]["eval_batch_size"])])
+    return run.test_logits
+
+
+def _logits(run: Built, x: torch.Tensor) -> torch.Tensor:
+    if run.device.type == "cpu" and run.channels_last and len(x) > CPU_CONV_CHUNK:  # channels_last: convolutions
+        return torch.cat([run.model(run.inputs(c)) for c in x.split(CPU_CONV_CHUNK)])
+    return run.model(run.inputs(x))

@@ -122,6 +122,7 @@ def one_epoch(r: Built, state: RunState, optimizer, frozen_modules, callbacks, g
     the best-validation weights into `state`."""
     tr = r.spec["train"]
     t0 = time.perf_counter()
+    r.test_logits = None  # the weights change
     lr = lr_at(r.spec["schedule"], r.spec["optim"]["lr"], epoch, tr["epochs"])
     for group in optimizer.param_groups:
         group["lr"] = lr
