@@ -243,10 +243,10 @@ def _handle(conn: socket.socket, me: dict) -> None:
             _child(request, fds, conn)  # never returns
         for fd in fds:
             os.close(fd)
-        code = _watch(conn, child)
+        code, cpu = _watch(conn, child)
         what = " ".join(["nnstudy", *request["argv"][:1]]) if "argv" in request else f"step {request['step']}"
         print(f"{time.strftime('%H:%M:%S')} {what} (pid {child}): exit {code} after "
-              f"{time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+              f"{time.monotonic() - started:.1f} s, {cpu:.1f} s of CPU", file=sys.stderr, flush=True)
         conn.sendall(STATUS.pack(code))
     except BaseException:  # noqa: BLE001 (nothing may escape into the warm process's loop)
         traceback.print_exc()
@@ -254,15 +254,16 @@ def _handle(conn: socket.socket, me: dict) -> None:
         os._exit(0)
 
 
-def _watch(conn: socket.socket, child: int) -> int:
+def _watch(conn: socket.socket, child: int) -> tuple[int, float]:
     """Wait for the child; a signal number from the client is sent on to it, and the client's
-    end (its connection closed) kills it. Returns its exit code or minus its signal."""
+    end (its connection closed) kills it. Returns its exit code or minus its signal, and the
+    CPU seconds it used."""
     pidfd = os.pidfd_open(child)
     while True:
         ready, _, _ = select.select([conn, pidfd], [], [])
         if pidfd in ready:
-            status = os.waitpid(child, 0)[1]
-            return os.waitstatus_to_exitcode(status)
+            _, status, usage = os.wait4(child, 0)
+            return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
         message = conn.recv(STATUS.size)
         if len(message) < STATUS.size:  # the client is gone
             os.kill(child, signal.SIGKILL)
