@@ -36,9 +36,12 @@ import traceback
 from pathlib import Path
 
 ENV = "NNSTUDY_WARM"
-PRELOAD = ("torch", "pandas", "pyarrow.parquet", "scipy.linalg.blas", "matplotlib.pyplot", "snakemake.script",
-           "nnstudy.cli", "nnstudy.training.run", "nnstudy.study", "nnstudy.analyses", "nnstudy.plots",
-           "nnstudy.data", "nnstudy.steps", "nnstudy.aggregate", "nnstudy.report")
+# What a training job uses, imported before the first job is served; then, while no job is
+# waiting, what the workflow's steps use besides (a job forked before that imports what it lacks).
+PRELOAD = ("torch", "pandas", "pyarrow.parquet", "scipy.linalg.blas", "nnstudy.cli", "nnstudy.training.run",
+           "nnstudy.data", "nnstudy.analyses")
+LATER = ("matplotlib.pyplot", "snakemake.script", "nnstudy.study", "nnstudy.plots", "nnstudy.steps",
+         "nnstudy.aggregate", "nnstudy.report")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 HEADER = struct.Struct("!I")   # the request's length, sent with the three standard streams' descriptors
 STATUS = struct.Struct("!i")   # the child's exit code, or minus the signal that ended it
@@ -185,7 +188,8 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 # --- the warm process --------------------------------------------------------------------------
 
 def serve(path: str, parent: int) -> None:
-    """Listen on `path`, import PRELOAD, then fork a handler per connection until `parent` ends."""
+    """Listen on `path`, import PRELOAD, then fork a handler per connection (importing LATER
+    while none waits) until `parent` ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs through their clients
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -196,11 +200,14 @@ def serve(path: str, parent: int) -> None:
 
         for name in PRELOAD:
             importlib.import_module(name)
-        if sys.modules["torch"].cuda.is_initialized():  # a fork could not use the GPU: serve nothing
-            raise SystemExit("nnstudy.warm: CUDA was initialised while importing; jobs start afresh")
-        me = identity()
+        me, later = identity(), list(LATER)
         listener.settimeout(0.5)
         while os.getppid() == parent:
+            if sys.modules["torch"].cuda.is_initialized():  # a fork could not use the GPU: serve no more
+                raise SystemExit("nnstudy.warm: CUDA was initialised while importing; jobs start afresh")
+            if later and not select.select([listener], [], [], 0)[0]:
+                importlib.import_module(later.pop(0))
+                continue
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
