@@ -271,3 +271,24 @@ def test_test_set_analyses_of_the_final_weights_reuse_the_last_evaluation_and_eq
         pd.testing.assert_frame_equal(frame, analyses.entry(name).factory(loaded), check_exact=True)
     assert int(kept["confusion"]["count"].sum()) == len(loaded.data.test_y)
     assert epoch.test_logits(loaded) is loaded.test_logits
+
+
+def test_an_overlay_analysis_draws_every_variant_on_one_panel_and_others_one_panel_each(tmp_path, monkeypatch):
+    """cost (overlay=True): the variants' seconds per epoch on one Axes, one legend entry each;
+    confusion: a panel per variant."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    variants = ["lr=0.01", "lr=0.1", "lr=1"]
+    epochs = pd.DataFrame([{"experiment": "lr", "variant": v, "epoch": e, "n_seeds": 2, "mean": 1.0 + i, "std": 0.1,
+                            "ci_low": 0.9 + i, "ci_high": 1.1 + i} for i, v in enumerate(variants) for e in (1, 2)])
+    analyses.figure("cost", {"epochs": epochs, "cost": epochs.iloc[:0]}, "lr", tmp_path / "cost.png")
+    cells = pd.DataFrame([{"experiment": "lr", "variant": v, "true": t, "pred": p, "n_seeds": 2, "count_mean": 1.0,
+                           "count_std": 0.0, "rate_mean": 0.5, "rate_std": 0.0}
+                          for v in variants for t in (0, 1) for p in (0, 1)])
+    analyses.figure("confusion", {"cells": cells, "per_class": cells.iloc[:0]}, "lr", tmp_path / "confusion.png")
+    cost, confusion = saved
+    assert len(cost.axes) == 1
+    assert [t.get_text() for t in cost.axes[0].get_legend().get_texts()] == [f"{v} (n = 2)" for v in variants]
+    assert [ax.axison for ax in confusion.axes] == [True, True, True]

@@ -8,7 +8,8 @@ computes its analyses for every run it reads from `load_run` (final or best weig
 run's `key`; then one job per experiment (summary/analyses/<experiment>/<name>/) runs
 `summarise`, which turns the runs' rows, labelled with experiment, variant and seed, into the
 declared `tables` (per variant, over seeds); `draw(ax, tables, variant)` draws one variant on an
-Axes and returns it. An analysis registered with `first_seed=True` (one whose summary keeps each
+Axes and returns it (`columns=N`: N panels a row; `overlay=True`: every variant drawn on one
+Axes, labelled with its name for the legend). An analysis registered with `first_seed=True` (one whose summary keeps each
 variant's first seed: what differs from seed to seed beyond averaging, like t-SNE embeddings) is
 computed for the runs of the experiment's first seed only.
 
@@ -194,7 +195,7 @@ def write_summary(name: str, labelled: pd.DataFrame, files: list[Path], level: f
         for table, df in tables.items():
             schemas.write(df, entry(name).extra["tables"][table], tmp / f"{table}.parquet")
         for f in files:
-            figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png", entry(name).extra.get("columns", 4))
+            figure(name, tables, _experiment(f), tmp / f"{_experiment(f)}.png")
 
 
 def write_summaries(experiment: str, names, labelled: pd.DataFrame, folder: Path, level: float, out: Path) -> None:
@@ -210,21 +211,27 @@ def read_summary(name: str, folder: Path) -> dict[str, pd.DataFrame]:
     return {t: schemas.read(Path(folder) / f"{t}.parquet", schema) for t, schema in entry(name).extra["tables"].items()}
 
 
-def figure(name: str, tables: dict[str, pd.DataFrame], experiment: str, out: Path, columns: int = 4) -> None:
-    """One panel per variant of the experiment (the first 12), drawn by the analysis's `draw`."""
+def figure(name: str, tables: dict[str, pd.DataFrame], experiment: str, out: Path) -> None:
+    """One panel per variant of the experiment (the first 12), drawn by the analysis's `draw`, in
+    rows of its `columns` (default 4); or with `overlay`, all of them on one panel (a legend)."""
     import matplotlib.pyplot as plt
 
     from ..plots import subplots  # (also selects matplotlib's Agg backend)
 
     first = next(iter(tables.values()))
     variants = list(dict.fromkeys(first.loc[first["experiment"] == experiment, "variant"]))[:12]
-    cols = min(columns, max(len(variants), 1))
-    rows = -(-max(len(variants), 1) // cols)
-    fig, axes = subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
-    for ax, variant in zip(axes.flat, variants):
+    overlay = entry(name).extra.get("overlay", False)
+    panels = 1 if overlay else max(len(variants), 1)
+    cols = min(entry(name).extra.get("columns", 4), panels)
+    rows = -(-panels // cols)
+    size = (6.0, 4.0) if overlay else (3.6 * cols, 3.4 * rows)
+    fig, axes = subplots(rows, cols, figsize=size, squeeze=False)
+    for i, variant in enumerate(variants):
         mine = {t: df[(df["experiment"] == experiment) & (df["variant"] == variant)] for t, df in tables.items()}
-        entry(name).extra["draw"](ax, mine, variant)
-    for ax in list(axes.flat)[len(variants):]:
+        entry(name).extra["draw"](axes.flat[0 if overlay else i], mine, variant)
+    if overlay and len(variants) > 1:
+        axes.flat[0].legend(fontsize=6)
+    for ax in list(axes.flat)[panels if overlay else len(variants):]:
         ax.axis("off")
     fig.suptitle(f"{experiment}: {name}", fontsize=10)
     fig.tight_layout()

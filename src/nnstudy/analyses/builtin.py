@@ -171,11 +171,12 @@ def summarise_cost(rows: pd.DataFrame, level: float) -> dict[str, pd.DataFrame]:
 
 
 def draw_cost(ax, tables: dict[str, pd.DataFrame], variant: str):
+    """One variant's seconds per epoch (the variants share the panel: overlay)."""
     e = tables["epochs"]
-    ax.plot(e["epoch"], e["mean"], color="tab:blue")
-    ax.fill_between(e["epoch"], e["ci_low"], e["ci_high"], alpha=0.25, color="tab:blue")
     n = int(e["n_seeds"].min()) if len(e) else 0
-    ax.set(title=f"{variant}: seconds per epoch, mean and 95% CI, n = {n}", xlabel="epoch", ylabel="s")
+    line, = ax.plot(e["epoch"], e["mean"], label=f"{variant} (n = {n})")
+    ax.fill_between(e["epoch"], e["ci_low"], e["ci_high"], alpha=0.2, color=line.get_color())
+    ax.set(title="seconds per epoch: mean and 95% CI over seeds", xlabel="epoch", ylabel="s")
     ax.title.set_fontsize(8)
     ax.xaxis.get_major_locator().set_params(integer=True)
     return ax
@@ -196,7 +197,7 @@ def report_cost(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 @register_analysis("cost", schema=COST_RUN, tables={"epochs": EPOCHS, "cost": COST}, summarise=summarise_cost,
-                   draw=draw_cost, report=report_cost)
+                   draw=draw_cost, report=report_cost, overlay=True)
 def cost(run):
     """Training time per epoch and per run beside the final test accuracy (from the run's
     metrics and run.json): per variant mean and t interval over seeds."""
