@@ -248,7 +248,11 @@ def test_a_training_job_keeps_its_runs_analyses_equal_to_those_computed_from_dis
 def test_test_set_analyses_of_the_final_weights_reuse_the_last_evaluation_and_equal_a_pass_from_disk(tmp_path):
     """The final epoch's evaluation keeps the test logits, and a training job's confusion and
     predictions of the final weights use them instead of a pass of their own: they equal the
-    analyses of the run loaded from disk, bit for bit (eval mode, the same batches)."""
+    analyses of the run loaded from disk, bit for bit (eval mode, the same batches). Its
+    analyses of the best weights drop them (keep loads those weights), and a loaded run's own
+    pass is kept nowhere."""
+    import torch
+
     from nnstudy import load_run
     from nnstudy.training import epoch
 
@@ -264,13 +268,19 @@ def test_test_set_analyses_of_the_final_weights_reuse_the_last_evaluation_and_eq
         kept.update({n: analyses.entry(n).factory(built) for n in ("confusion", "predictions")})
         assert built.test_logits is logits  # no pass of their own
 
+        # a job's analyses of the best weights: keep loads them and drops the final weights' logits
+        built.test_logits = torch.zeros_like(logits)  # (were they used, every prediction would be class 0)
+        analyses.keep(built, [["confusion", {}]], "best")
+
     train_run(spec, tmp_path / "r", threads=1, after=after)
     loaded = load_run(tmp_path / "r")
-    assert loaded.test_logits is None
     for name, frame in kept.items():
         pd.testing.assert_frame_equal(frame, analyses.entry(name).factory(loaded), check_exact=True)
     assert int(kept["confusion"]["count"].sum()) == len(loaded.data.test_y)
-    assert epoch.test_logits(loaded) is loaded.test_logits
+    epoch.test_logits(loaded)
+    assert loaded.test_logits is None  # a pass of its own is kept nowhere
+    best = analyses.entry("confusion").factory(load_run(tmp_path / "r", weights="best"))
+    pd.testing.assert_frame_equal(analyses._kept(tmp_path / "r", "confusion", {}, "best"), best, check_exact=True)
 
 
 def test_an_overlay_analysis_draws_every_variant_on_one_panel_and_others_one_panel_each(tmp_path, monkeypatch):

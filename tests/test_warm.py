@@ -3,6 +3,7 @@ files bit for bit, exit code and streams), signals reach its child, a killed cli
 child with it, and without a warm process commands run as before."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -75,7 +76,8 @@ def test_a_run_through_the_warm_process_is_the_run_alone(shared_data, tmp_path, 
     a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("alone", "served"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Trained in a child of the warm process, which logged it; alone, in the command's own process.
-    assert f"nnstudy train (pid {_pid(tmp_path / 'served')}): exit 0" in log.read_text()
+    assert re.search(rf"nnstudy train \(pid {_pid(tmp_path / 'served')}\): exit 0 after [\d.]+ s, [\d.]+ s of CPU$",
+                     log.read_text(), re.M)
     assert f"(pid {_pid(tmp_path / 'alone')})" not in log.read_text()
 
 

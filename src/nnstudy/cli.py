@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("analyse", help="compute per-run analyses of finished runs (one Parquet file each)")
     p.add_argument("--analyses-json", required=True, help='analysis name -> parameters, e.g. {"confusion": {}}')
     p.add_argument("--runs", nargs="+", type=Path, required=True,
-                   help="run folders (each with run.json); t-SNE and filters: those of the smallest seed")
+                   help="run folders (each with run.json); analyses registered first_seed=True (t-SNE, "
+                        "filters): those of the smallest seed")
     p.add_argument("--weights", choices=["final", "best"], default="final", help="final or best-validation weights")
     p.add_argument("--out", type=Path, required=True, help="the folder to write, one <analysis>.parquet each")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

@@ -1,7 +1,8 @@
 """A warm process for the jobs of a local Snakemake run: it imports torch, pandas, pyarrow and
-matplotlib once, then forks a child for each `python -m nnstudy ...` of a job, which so starts
-in milliseconds instead of re-importing them (2-4 s of CPU per job on a 2-core machine: on a
-study of small runs, the largest part of what the jobs spend outside training).
+(between its first jobs) matplotlib once, and forks a child for each `python -m nnstudy ...` of
+a job, which so starts in milliseconds instead of re-importing them (2-4 s of CPU per job on a
+2-core machine: on a study of small runs, the largest part of what the jobs spend outside
+training).
 
 Snakemake starts it for a run on this machine (workflow/rules/common.smk, `onstart`) and names
 its socket in NNSTUDY_WARM. `python -m nnstudy ARGS` in a job (`client`), or a script step
@@ -38,9 +39,9 @@ from pathlib import Path
 ENV = "NNSTUDY_WARM"
 # What a training job uses, imported before the first job is served; then, while no job is
 # waiting, what the workflow's steps use besides (a job forked before that imports what it lacks).
-PRELOAD = ("torch", "pandas", "pyarrow.parquet", "scipy.linalg.blas", "nnstudy.cli", "nnstudy.training.run",
-           "nnstudy.data", "nnstudy.analyses")
-LATER = ("matplotlib.pyplot", "snakemake.script", "nnstudy.study", "nnstudy.plots", "nnstudy.steps",
+PRELOAD = ("torch", "pandas", "pyarrow.parquet", "scipy.linalg.blas", "nnstudy.cli", "nnstudy.study",
+           "nnstudy.training.run", "nnstudy.data", "nnstudy.analyses")
+LATER = ("matplotlib.pyplot", "snakemake.script", "nnstudy.plots", "nnstudy.steps",
          "nnstudy.aggregate", "nnstudy.report")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 HEADER = struct.Struct("!I")   # the request's length, sent with the three standard streams' descriptors

@@ -229,7 +229,7 @@ def figure(name: str, tables: dict[str, pd.DataFrame], experiment: str, out: Pat
     for i, variant in enumerate(variants):
         mine = {t: df[(df["experiment"] == experiment) & (df["variant"] == variant)] for t, df in tables.items()}
         entry(name).extra["draw"](axes.flat[0 if overlay else i], mine, variant)
-    if overlay and len(variants) > 1:
+    if overlay and variants:
         axes.flat[0].legend(fontsize=6)
     for ax in list(axes.flat)[panels if overlay else len(variants):]:
         ax.axis("off")

@@ -504,7 +504,7 @@ class Study:
 
     def analysis_keys(self, experiment: str, first_seed: bool = False) -> list[str]:
         """The runs an experiment's analyses read: its own and every run a row may borrow; with
-        `first_seed`, those of its first seed only (analyses.first_seed_runs)."""
+        `first_seed`, those of its first seed only (for analyses registered first_seed=True)."""
         rows = self.rows_of(experiment)
         if first_seed and rows:
             first = min(r.seed for r in rows)

@@ -26,7 +26,9 @@ class Built:
     frozen: set[str]
     channels_last: bool
     dir: Path | None = None  # the run's folder, once it has finished (load_run, run's `after`)
-    test_logits: torch.Tensor | None = None  # of the current weights: epoch.test_logits
+    # The last evaluation's test logits, while the weights are still those (epoch.test_logits):
+    # cleared at each epoch's start and when analyses.keep loads the best weights.
+    test_logits: torch.Tensor | None = None
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss.factory(logits, y)

@@ -65,7 +65,8 @@ def evaluate(run: Built, which: str, batch_size: int) -> tuple[float, float]:
             loss = run.loss_fn(logits, y)
         total += torch.stack([loss.double() * len(y), (run.predict(logits) == y).sum().double()])
         n += len(y)
-        kept += [logits] if which == "test" else []
+        if which == "test":
+            kept.append(logits)
     if which == "test":
         run.test_logits = torch.cat(kept) if kept else None
     loss, correct = total.tolist()
@@ -75,13 +76,16 @@ def evaluate(run: Built, which: str, batch_size: int) -> tuple[float, float]:
 @torch.inference_mode()
 def test_logits(run: Built) -> torch.Tensor:
     """The test split's logits under the model's current weights, computed as `evaluate` does:
-    those its last evaluation kept (cleared whenever the weights change), or a pass now."""
-    if run.test_logits is None:
-        run.model.eval()
+    those the final epoch's evaluation kept (a training job's analyses), or a pass now (kept
+    nowhere: weights loaded or changed later must not meet stale logits)."""
+    if run.test_logits is not None:
+        return run.test_logits
+    run.model.eval()
+    logits = []
+    for x, _ in run.data.batches("test", run.spec["train"]["eval_batch_size"]):
         with run.autocast():
-            run.test_logits = torch.cat([_logits(run, x) for x, _ in
-                                         run.data.batches("test", run.spec["train"]["eval_batch_size"])])
-    return run.test_logits
+            logits.append(_logits(run, x))
+    return torch.cat(logits)
 
 
 def _logits(run: Built, x: torch.Tensor) -> torch.Tensor:
