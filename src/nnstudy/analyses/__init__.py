@@ -9,9 +9,9 @@ run's `key`; then one job per experiment (summary/analyses/<experiment>/<name>/)
 `summarise`, which turns the runs' rows, labelled with experiment, variant and seed, into the
 declared `tables` (per variant, over seeds); `draw(ax, tables, variant)` draws one variant on an
 Axes and returns it (`columns=N`: N panels a row; `overlay=True`: every variant drawn on one
-Axes, labelled with its name for the legend). An analysis registered with `first_seed=True` (one whose summary keeps each
-variant's first seed: what differs from seed to seed beyond averaging, like t-SNE embeddings) is
-computed for the runs of the experiment's first seed only.
+Axes, labelled with its name for the legend). An analysis registered with `first_seed=True` (one
+whose summary keeps each variant's first seed: what differs from seed to seed beyond averaging,
+like t-SNE embeddings) is computed for the runs of the experiment's first seed only.
 
 The training job computes the analyses the study asks of each run it trains, from the model
 still in memory (`keep`), into the run's analyses/ folder; the experiment's job then reads them
@@ -51,6 +51,11 @@ def check(name: str, params, where: str, params_where: str | None = None) -> Non
     spec_mod.check(params, schema, where=params_where)
 
 
+def first_seed_only(name: str) -> bool:
+    """Whether the analysis is computed for the first seed's runs only (registered first_seed=True)."""
+    return entry(name).extra.get("first_seed", False)
+
+
 def run_schema(name: str) -> pa.Schema:
     return pa.schema([KEY, *entry(name).extra["schema"]])
 
@@ -74,7 +79,7 @@ def compute(wanted: dict[str, dict], run_dirs: list[Path], weights: str, out: Pa
         used = _weights(manifest, weights) if manifest else "final"
         run = None
         for name, params in wanted.items():
-            if entry(name).extra.get("first_seed") and manifest and manifest["spec"]["seed"] != first:
+            if first_seed_only(name) and manifest and manifest["spec"]["seed"] != first:
                 continue
             frame = _kept(run_dir, name, params or {}, used)
             if frame is None:

@@ -479,9 +479,10 @@ class Study:
         for exp, cfg in self.config["experiments"].items():
             for name, params in (cfg.get("analyses") or {}).items():
                 pair = [name, params or {}]
-                for key in self.analysis_keys(exp, first_seed=analyses.entry(name).extra.get("first_seed", False)):
+                for key in self.analysis_keys(exp, first_seed=analyses.first_seed_only(name)):
                     mine = asked.setdefault(key, [])
-                    mine += [pair] if pair not in mine else []
+                    if pair not in mine:
+                        mine.append(pair)
         return asked
 
     def describe_job(self, job: str) -> str:
