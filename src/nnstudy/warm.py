@@ -192,7 +192,15 @@ def serve(path: str, parent: int) -> None:
     """Listen on `path`, import PRELOAD, then fork a handler per connection (importing LATER
     while none waits) until `parent` ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs through their clients
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server = os.getpid()
+
+    def end(signum, frame):  # `stop` waits for this: Python's own exit, with torch and matplotlib loaded, takes ~1 s
+        if os.getpid() == server:  # (not in a fork that has yet to set its own handlers)
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+            os._exit(0)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, end)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(socket.SOMAXCONN)
