@@ -66,12 +66,17 @@ def _section_schema(section: str, entry: registry.Entry | None) -> dict:
 
 def schema() -> dict:
     """The study schema with the registries' names and parameters filled in (plugins included)."""
-    registry.builtins()
     full = copy.deepcopy(_declared())
-    spec_props = full["$defs"]["spec"]["properties"]
-    for section in registry.REGISTRIES:
-        spec_props[section] = _section_schema(section, None)
+    full["$defs"]["spec"] = copy.deepcopy(_spec_schema())
     return full
+
+
+def _spec_schema() -> dict:
+    """The run spec's part of `schema()`, sharing the declared schema's parts: to read only."""
+    registry.builtins()
+    declared = _declared()["$defs"]["spec"]
+    sections = {section: _section_schema(section, None) for section in registry.REGISTRIES}
+    return {**declared, "properties": {**declared["properties"], **sections}}
 
 
 def _with_defaults(cls):
@@ -291,7 +296,7 @@ def unset(spec: dict, dotted: str) -> None:
 def check_dotted(dotted: str, where: str) -> None:
     """Raise SpecError unless `dotted` names a key of the run spec (for a registry section: a key
     that the section shares or that some registered entry takes)."""
-    node = schema()["$defs"]["spec"]
+    node = _spec_schema()
     walked = []
     for part in dotted.split("."):
         props = dict(node.get("properties", {}))

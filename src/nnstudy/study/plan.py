@@ -147,6 +147,7 @@ class Study:
         # Drawn before anything else reads the variants (selections check their values).
         self.samples = {exp: self._draw(exp) for exp in c["experiments"]}
         self._check_selections()
+        self._resolved: dict[str, dict] = {}  # see _resolve
         self.rows: list[Row] = []
         self.resolved_choices: list[tuple[str, dict]] = []  # (where, resolved spec) of template choices
         concrete: dict[str, Row] = {}
@@ -309,7 +310,7 @@ class Study:
         wanted = needs(spec)
         if not wanted:
             try:
-                resolved = spec_mod.resolve(spec)
+                resolved = self._resolve(spec)
             except SpecError as e:
                 raise SpecError(f"{where} (variant {label}): {e}") from None
             row = Row(exp, label, seed, values, resolved, spec_mod.run_id(resolved), cost=run_cost(resolved))
@@ -321,7 +322,7 @@ class Study:
         for combo in itertools.product(*(self.eligible(s) for s in sorted(wanted))):
             chosen = dict(zip(sorted(wanted), combo))
             try:
-                resolved = spec_mod.resolve(materialise(spec, chosen))
+                resolved = self._resolve(materialise(spec, chosen))
             except SpecError as e:
                 raise SpecError(f"{where} (variant {label}, with {chosen}): {e}") from None
             choices[tuple(map(fmt, combo))] = spec_mod.run_id(resolved)
@@ -331,6 +332,15 @@ class Study:
             return Row(exp, label, seed, values, spec, "", {k[0]: v for k, v in choices.items()})
         spec["plugins"] = dict(sorted(used.items()))  # so only the code its choices use is its identity
         return Row(exp, label, seed, values, spec, "t" + spec_mod.run_id(spec), cost=run_cost(resolved))
+
+    def _resolve(self, spec: dict) -> dict:
+        """spec_mod.resolve, validated once per spec apart from its seed: a variant's runs differ
+        in nothing else, and validating each was most of the planning time. (The seeds are
+        checked with the study, within the same bounds.)"""
+        key = json.dumps({**spec, "seed": None}, sort_keys=True)
+        if key not in self._resolved:
+            self._resolved[key] = spec_mod.resolve(spec)
+        return {**copy.deepcopy(self._resolved[key]), "seed": spec["seed"]}
 
     def _source(self, exp: str, source_exp: str, spec: dict, seed: int):
         """The weights a transfer run starts from: the source experiment's run with this seed and
