@@ -81,6 +81,21 @@ def test_training_split_statistics_normalise(shared_data, monkeypatch):
     assert len(d.train_idx) == 1800 and len(d.val_idx) == 200 and len(d.test_y) == 500
 
 
+def test_each_split_is_normalised_by_its_own_statistics(shared_data):
+    """A process keeps the statistics per (data spec, seed), which a job's variants share: another
+    seed or split never gets them."""
+    base = {"name": "mnist", "root": str(shared_data), "train_size": 2000, "test_size": 500}
+    means = []
+    for data, seed in [(base, 0), (base, 1), ({**base, "val_fraction": 0.3}, 0), (base, 0)]:
+        spec = resolve({"data": data})["data"]
+        d = device.build(spec, seed=seed, device=torch.device("cpu"))
+        train, _ = device.pools(spec)
+        own = train.x[d.train_idx].float().div_(255)
+        assert torch.equal(d.mean.flatten(), own.mean((0, 2, 3))) and torch.equal(d.std.flatten(), own.std((0, 2, 3)))
+        means.append(d.mean.item())
+    assert len(set(means[:3])) == 3 and means[3] == means[0]
+
+
 def test_an_epochs_augmentation_is_drawn_as_batch_by_batch_draws_were():
     """Flips and crops are drawn before the epoch's first step (no host copy per step), in the
     order per-batch drawing used: the shuffle, then per batch its flips and its crop offsets."""
