@@ -117,7 +117,7 @@ def write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     missing, extra = set(schema.names) - set(df.columns), set(df.columns) - set(schema.names)
     if missing or extra:
         raise ValueError(f"{path}: missing columns {sorted(missing)}, unexpected {sorted(extra)}")
-    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)  # the schema's columns, in its order
     with atomic(path) as tmp:
         pq.write_table(table, tmp)
 
