@@ -240,6 +240,7 @@ def figure(name: str, tables: dict[str, pd.DataFrame], experiment: str, out: Pat
         ax.axis("off")
     fig.suptitle(f"{experiment}: {name}", fontsize=10)
     fig.tight_layout()
+    fig.set_layout_engine(None)  # tight_layout leaves a placeholder engine, for which savefig draws twice
     with schemas.atomic(Path(out)) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
