@@ -8,12 +8,19 @@ For users' own code (a study's `plugins:`) and for reading runs back:
     nnstudy.register_analysis(name, schema=, tables=, summarise=, draw=)   a per-run analysis (nnstudy.analyses)
     nnstudy.load_run(run_dir, weights="final"|"best")   spec, data and model of a finished run
 """
-from .registry import (register_analysis, register_dataset, register_loss, register_model, register_optimizer,
-                       register_schedule)
-
 __version__ = "0.1.0"
 __all__ = ["load_run", "register_analysis", "register_dataset", "register_loss", "register_model", "register_optimizer",
            "register_schedule"]
+
+
+def __getattr__(name: str):
+    """The register_* decorators, from nnstudy.registry on first use: a workflow job's client
+    (`python -m nnstudy`, nnstudy.warm) starts without importing it (50 ms of each job)."""
+    if name.startswith("register_") and name in __all__:
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'nnstudy' has no attribute {name!r}")
 
 
 def load_run(run_dir, weights: str = "final", device=None):
