@@ -1,5 +1,5 @@
 """The workflow's script steps, one function each of Snakemake's `snakemake` object (its input,
-output, log, wildcards and the study's config), named as its rule. workflow/scripts/step.py calls
+output, log, params, wildcards and the study's config), named as its rule. workflow/scripts/step.py calls
 `nnstudy.warm.step(snakemake, snakemake.rule)`, which runs it in the warm process when there is one."""
 from __future__ import annotations
 
@@ -77,10 +77,7 @@ def tensorboard(smk) -> None:
 def report(smk) -> None:
     with logged(smk.log[0], smk.output):
         from . import report
-        from .study import Study
 
-        study = Study(smk.config)
         names = [Path(p).stem for p in smk.input.summary]
-        manifests = [f"{study.run_dir(k)}/run.json" for k in study.trained]
-        report.write(smk.config, dict(zip(names, smk.input.summary)), smk.input.figures, manifests, smk.output[0],
-                     smk.input.analyses)
+        report.write(smk.config, dict(zip(names, smk.input.summary)), smk.input.figures, smk.params.manifests,
+                     smk.output[0], smk.input.analyses)

@@ -52,5 +52,8 @@ rule report:
         f"logs/{STUDY.name}/report.log",
     conda:
         "../../environment.yml"
+    params:
+        # The runs' manifests (provenance) by name: the step does not plan the study again.
+        manifests=[f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained],
     script:
         "../scripts/step.py"
