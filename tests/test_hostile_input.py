@@ -30,6 +30,9 @@ WRONG = {
     ("ci_level",): st.one_of(texts, numbers, st.just(1.5)),
     ("experiments", "lr", "grid"): st.one_of(texts, numbers, st.lists(texts, min_size=1)),
     ("experiments", "lr", "set"): st.one_of(texts, numbers, st.lists(texts, min_size=1)),
+    # values YAML can give that JSON cannot hold: a date, a mapping with int and str keys
+    ("experiments", "lr", "grid", "optim.lr"): st.lists(st.one_of(st.dates(), st.just({1: 2, "1": 3})), min_size=1,
+                                                        max_size=2),
     ("selections", "best_p", "exclude"): st.one_of(texts, numbers),
     ("defaults", "optim", "lr"): st.one_of(texts, numbers, st.lists(numbers, min_size=1)),
     ("defaults", "train", "epochs"): st.one_of(texts, numbers, st.just(2.5)),

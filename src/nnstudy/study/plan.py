@@ -18,6 +18,7 @@ import importlib.util
 import itertools
 import json
 import math
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,7 @@ class Study:
         # Drawn before anything else reads the variants (selections check their values).
         self.samples = {exp: self._draw(exp) for exp in c["experiments"]}
         self._check_selections()
-        self._resolved: dict[str, dict] = {}  # see _resolve
+        self._resolved: dict[bytes, dict] = {}  # see _resolve
         self.rows: list[Row] = []
         self.resolved_choices: list[tuple[str, dict]] = []  # (where, resolved spec) of template choices
         concrete: dict[str, Row] = {}
@@ -337,7 +338,7 @@ class Study:
         """spec_mod.resolve, validated once per spec apart from its seed: a variant's runs differ
         in nothing else, and validating each was most of the planning time. (The seeds are
         checked with the study, within the same bounds.)"""
-        key = json.dumps({**spec, "seed": None}, sort_keys=True)
+        key = pickle.dumps({**spec, "seed": None})  # not JSON: a YAML date or an int key reaches resolve's error
         if key not in self._resolved:
             self._resolved[key] = spec_mod.resolve(spec)
         return {**copy.deepcopy(self._resolved[key]), "seed": spec["seed"]}
