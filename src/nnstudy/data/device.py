@@ -3,6 +3,7 @@ normalised and augmented per batch, batched by indexing (no DataLoader)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 
@@ -190,8 +191,9 @@ def _normalisation(data_spec: dict, x: torch.Tensor, device) -> tuple[torch.Tens
     return mean.float().view(1, -1, 1, 1).to(device), std.float().view(1, -1, 1, 1).to(device)
 
 
-# (data spec, seed, device) -> (mean, std): a training job's variants share their seeds' splits,
-# and the statistics of each took ~40 ms of a CIFAR-10 demo run's start.
+# (data spec, working directory, dataset factory, seed, device) -> (mean, std), for the life of a
+# process (a training job): its variants share their seeds' splits, and the statistics of each took
+# ~40 ms of a CIFAR-10 demo run's start.
 _NORMALISATIONS: dict[tuple, tuple] = {}
 
 
@@ -201,7 +203,8 @@ def build(data_spec: dict, seed: int, device: torch.device) -> Data:
     train_idx, val_idx = split(train.y, data_spec["split"], data_spec["val_fraction"], data_spec["swap"], seed)
     if len(train_idx) == 0:
         raise DataError(f"spec.data: the {data_spec['split']} split leaves no training samples")
-    key = (json.dumps(data_spec, sort_keys=True), seed, str(device))
+    factory = registry.DATASETS.get(data_spec["name"], "spec.data.name").factory  # a plugin registered anew: its own
+    key = (json.dumps(data_spec, sort_keys=True), os.getcwd(), factory, seed, str(device))  # (relative roots)
     if key not in _NORMALISATIONS:
         _NORMALISATIONS[key] = _normalisation(data_spec, train.x[train_idx], device)
     mean, std = _NORMALISATIONS[key]
