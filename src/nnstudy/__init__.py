@@ -8,6 +8,12 @@ For users' own code (a study's `plugins:`) and for reading runs back:
     nnstudy.register_analysis(name, schema=, tables=, summarise=, draw=)   a per-run analysis (nnstudy.analyses)
     nnstudy.load_run(run_dir, weights="final"|"best")   spec, data and model of a finished run
 """
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for readers and type checkers; at run time __getattr__ below
+    from .registry import (register_analysis, register_dataset, register_loss, register_model, register_optimizer,
+                           register_schedule)
+
 __version__ = "0.1.0"
 __all__ = ["load_run", "register_analysis", "register_dataset", "register_loss", "register_model", "register_optimizer",
            "register_schedule"]
@@ -21,6 +27,10 @@ def __getattr__(name: str):
 
         return getattr(registry, name)
     raise AttributeError(f"module 'nnstudy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def load_run(run_dir, weights: str = "final", device=None):

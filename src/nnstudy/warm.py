@@ -195,7 +195,7 @@ def serve(path: str, parent: int) -> None:
     server = os.getpid()
 
     def end(signum, frame):  # `stop` waits for this: Python's own exit, with torch and matplotlib loaded, takes ~1 s
-        if os.getpid() == server:  # (not in a fork that has yet to set its own handlers)
+        if os.getpid() == server:  # not in a connection's fork, which inherits this handler
             shutil.rmtree(os.path.dirname(path), ignore_errors=True)
             os._exit(0)
         sys.exit(0)
