@@ -76,8 +76,9 @@ def tensorboard(smk) -> None:
 
 def report(smk) -> None:
     with logged(smk.log[0], smk.output):
-        from . import report
+        from . import registry, report
 
+        registry.load_plugins(smk.config["plugins"], "study.plugins")  # their analyses' tables and figures
         names = [Path(p).stem for p in smk.input.summary]
         report.write(smk.config, dict(zip(names, smk.input.summary)), smk.input.figures, smk.params.manifests,
                      smk.output[0], smk.input.analyses)
