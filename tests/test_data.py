@@ -82,8 +82,8 @@ def test_training_split_statistics_normalise(shared_data, monkeypatch):
 
 
 def test_each_split_is_normalised_by_its_own_statistics(shared_data):
-    """A process keeps the statistics per (data spec, seed), which a job's variants share: another
-    seed or split never gets them."""
+    """A process keeps the statistics per data spec and seed (data.device._NORMALISATIONS), which a
+    job's variants share: another seed or split never gets them."""
     base = {"name": "mnist", "root": str(shared_data), "train_size": 2000, "test_size": 500}
     means = []
     for data, seed in [(base, 0), (base, 1), ({**base, "val_fraction": 0.3}, 0), (base, 0)]:

@@ -179,8 +179,10 @@ def gradient_panel(ax, flow: pd.DataFrame, experiment: str, statistic: str):
 def _save(fig, path: Path) -> None:
     from .schemas import atomic
 
-    try:  # bbox_inches="tight" draws the figure twice (a dry run for the box): the same box without it,
-        fig.set_dpi(110)  # unless a layout engine must place the axes first
+    try:
+        # bbox_inches="tight" draws the figure twice (a dry run for the box): the same box is measured
+        # without drawing, unless a layout engine must place the axes first.
+        fig.set_dpi(110)
         bbox = ("tight" if fig.get_layout_engine() is not None else
                 fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"]))
         with atomic(Path(path)) as tmp:

@@ -1,6 +1,7 @@
 """The workflow's script steps, one function each of Snakemake's `snakemake` object (its input,
-output, log, params, wildcards and the study's config), named as its rule. workflow/scripts/step.py calls
-`nnstudy.warm.step(snakemake, snakemake.rule)`, which runs it in the warm process when there is one."""
+output, log, params, wildcards and the study's config), named as its rule.
+workflow/scripts/step.py calls `nnstudy.warm.step(snakemake, snakemake.rule)`, which runs it in
+the warm process when there is one."""
 from __future__ import annotations
 
 from pathlib import Path
