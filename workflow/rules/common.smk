@@ -3,6 +3,7 @@ import math
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -129,9 +130,21 @@ onstart:
         os.environ[warm.ENV] = warm.start(Path(f"logs/{STUDY.name}/warm.log"))
 
 
+def end_timers():
+    """Cancel the threading.Timer that Snakemake's job rate limiter
+    (--max-jobs-per-timespan, 100/1s by default) starts after each scheduling pass:
+    Python's exit waits for the last one, ~1 s at the end of every workflow. Once the
+    workflow has ended it has nothing to wake."""
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
 onsuccess:
     warm.stop()
+    end_timers()
 
 
 onerror:
     warm.stop()
+    end_timers()
