@@ -82,16 +82,20 @@ def test_training_split_statistics_normalise(shared_data, monkeypatch):
 
 
 def test_each_split_is_normalised_by_its_own_statistics(shared_data):
-    """A process keeps the statistics per data spec and seed (data.device._NORMALISATIONS), which a
-    job's variants share: another seed or split never gets them."""
+    """A process keeps the statistics and the normalised pools per data spec and seed
+    (data.device._NORMALISATIONS, _NORMALISED), which a job's variants share: another seed or
+    split never gets them."""
     base = {"name": "mnist", "root": str(shared_data), "train_size": 2000, "test_size": 500}
     means = []
     for data, seed in [(base, 0), (base, 1), ({**base, "val_fraction": 0.3}, 0), (base, 0)]:
         spec = resolve({"data": data})["data"]
         d = device.build(spec, seed=seed, device=torch.device("cpu"))
-        train, _ = device.pools(spec)
+        train, test = device.pools(spec)
         own = train.x[d.train_idx].float().div_(255)
-        assert torch.equal(d.mean.flatten(), own.mean((0, 2, 3))) and torch.equal(d.std.flatten(), own.std((0, 2, 3)))
+        mean, std = own.mean((0, 2, 3)), own.std((0, 2, 3))
+        assert torch.equal(d.mean.flatten(), mean) and torch.equal(d.std.flatten(), std)
+        for raw, normalised in ((train, d.train_x), (test, d.test_x)):
+            assert torch.equal(normalised, raw.x.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)))
         means.append(d.mean.item())
     assert len(set(means[:3])) == 3 and means[3] == means[0]
 
