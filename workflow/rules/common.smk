@@ -134,10 +134,12 @@ def end_timers():
     """Cancel the threading.Timer that Snakemake's job rate limiter
     (--max-jobs-per-timespan, 100/1s by default) starts after each scheduling pass:
     Python's exit waits for the last one, ~1 s at the end of every workflow. Once the
-    workflow has ended it has nothing to wake."""
-    for thread in threading.enumerate():
-        if isinstance(thread, threading.Timer):
-            thread.cancel()
+    workflow has ended it has nothing to wake. Only Snakemake's: the API may run in a
+    process with timers of its own."""
+    timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
+    for timer in timers:
+        if timer.function.__module__.startswith("snakemake."):
+            timer.cancel()
 
 
 onsuccess:
