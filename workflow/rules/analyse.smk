@@ -6,7 +6,8 @@
 # draws their figures into results/<study>/summary/analyses/<experiment>/<analysis>/. Both run
 # after training (priority 1), on a core no training job needs, so an experiment's analyses are
 # done while later experiments train; after the last training job the study-wide summaries,
-# collect -> summarise -> figures (priority 2 and 3), go first: they are the longer chain to the report.
+# collect -> summarise -> figures (priority 2 and 3), go first: they are the longer chain to the
+# report.
 localrules:
     analysis_summaries,
 

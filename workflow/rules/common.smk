@@ -138,7 +138,7 @@ def end_timers():
     process with timers of its own."""
     timers = [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
     for timer in timers:
-        if timer.function.__module__.startswith("snakemake."):
+        if getattr(timer.function, "__module__", "").startswith("snakemake."):
             timer.cancel()
 
 
