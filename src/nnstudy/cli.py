@@ -1,7 +1,8 @@
 """Command line: `nnstudy train --spec spec.yaml --out DIR` trains one run (the workflow's
 training jobs call it with --spec-json and --selections); `nnstudy list` prints what can be
 named in a spec; `nnstudy status` says where a study stands, also while it runs; `nnstudy
-compare results/STUDY A B` compares two variants as the study's declared comparisons do."""
+compare results/STUDY A B` compares two variants as the study's declared comparisons do; `nnstudy
+step RULE` runs one of the workflow's other steps (nnstudy.steps)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from . import steps
 from .spec import SpecError
 
 
@@ -151,6 +153,10 @@ def _compare(args) -> None:
     print(json.dumps(row) if args.json else compare.sentence(row))
 
 
+def _step(args) -> None:
+    steps.run(args.rule, args.job, args.log)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nnstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configfile", type=Path, default=Path("config.yaml"), help="study file (default: config.yaml)")
     p.add_argument("--budget", help="one of the study's budgets (default: the file's own `budget:`, if any)")
     p.set_defaults(func=_compare, errors=(OSError, ValueError))
+
+    p = sub.add_parser("step", help="one of the workflow's steps besides training (the Snakefile's rules run it)")
+    p.add_argument("rule", choices=list(steps.STEPS))
+    p.add_argument("--job", required=True, help="the step's files, wildcards and study snapshot, as JSON (nnstudy.steps)")
+    p.add_argument("--log", required=True, help="the step's log (its stderr, and a traceback if it fails)")
+    p.set_defaults(func=_step)
 
     args = parser.parse_args(argv)
     from .data import DataError

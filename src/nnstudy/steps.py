@@ -1,12 +1,71 @@
-"""The workflow's script steps, one function each of Snakemake's `snakemake` object (its input,
-output, log, params, wildcards and the study's config), named as its rule.
-workflow/scripts/step.py calls `nnstudy.warm.step(snakemake, snakemake.rule)`, which runs it in
-the warm process when there is one."""
+"""The workflow's steps besides training and analyses, one function each of a `Job`, named as
+its rule. The rule runs `python -m nnstudy step RULE --job JSON --log LOG`, which the warm
+process serves when there is one: a command job starts faster than a Snakemake script, whose
+preamble imports Snakemake (~0.2 s of CPU).
+The JSON (`job_json`; step_job in workflow/rules/common.smk) holds the named inputs the step
+reads, its outputs, its wildcards and the path of the study snapshot (`snapshot`): the config
+as Snakemake validated it."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from .logs import logged
+
+
+def snapshot(config: dict, folder: Path = Path(".snakemake/nnstudy")) -> str:
+    """The study config as a JSON file named by its content, written once (atomically: jobs of
+    another Snakemake process may be reading it); its path."""
+    from .schemas import atomic
+
+    text = json.dumps(config)  # in its order: the order of grid keys names variants
+    path = Path(folder) / f"study-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.exists():
+        with atomic(path) as tmp:
+            tmp.write_text(text)
+    return str(path)
+
+
+def job_json(study: str, wildcards, inputs: dict, output) -> str:
+    """The `--job` text of a step: the study snapshot's path, wildcards, the named inputs the
+    step reads (not every input: a study's list of training jobs can pass the 128 kB a single
+    argument may have), and every output, in order and by name."""
+    return json.dumps({"study": study, "wildcards": dict(wildcards.items()), "input": _files(inputs),
+                       "output": {"files": list(output), "names": dict(output.items())}})
+
+
+def _files(named: dict) -> dict:
+    files = [f for v in named.values() for f in ([v] if isinstance(v, str) else v)]
+    return {"files": files, "names": named}
+
+
+class Files(list):
+    """A job's input or output files in order, and its named entries as attributes."""
+
+    def __init__(self, files: dict):
+        super().__init__(files["files"])
+        self.names = files["names"]
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["names"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def items(self):
+        return self.names.items()
+
+
+class Job:
+    """What a step reads of its Snakemake job, as Snakemake's `snakemake` object names it."""
+
+    def __init__(self, text: str, log: str):
+        job = json.loads(text)
+        self.config = json.loads(Path(job["study"]).read_text())
+        self.wildcards = SimpleNamespace(**job["wildcards"])
+        self.input, self.output, self.log = Files(job["input"]), Files(job["output"]), [log]
 
 
 def select(smk) -> None:
@@ -61,7 +120,7 @@ def gradient_figures(smk) -> None:
     with logged(smk.log[0], smk.output):
         from . import plots, schemas
 
-        flow = schemas.read(smk.input[0], schemas.SUMMARY_TABLES["gradient_flow"])
+        flow = schemas.read(smk.input.flow, schemas.SUMMARY_TABLES["gradient_flow"])
         plots.draw_gradients(flow, smk.config["experiments"], Path(smk.output[0]).parent)
 
 
@@ -79,7 +138,20 @@ def report(smk) -> None:
     with logged(smk.log[0], smk.output):
         from . import registry, report
 
+        from .study import Study
+
         registry.load_plugins(smk.config["plugins"], "study.plugins")  # their analyses' tables and figures
+        study = Study(smk.config)  # the runs' manifests (provenance): a list too long for the command line
+        manifests = [f"{study.run_dir(k)}/run.json" for k in study.trained]
         names = [Path(p).stem for p in smk.input.summary]
-        report.write(smk.config, dict(zip(names, smk.input.summary)), smk.input.figures, smk.params.manifests,
+        report.write(smk.config, dict(zip(names, smk.input.summary)), smk.input.figures, manifests,
                      smk.output[0], smk.input.analyses)
+
+
+STEPS = {f.__name__: f for f in (select, collect, summarise, analysis_summaries, figures, gradient_figures,
+                                 tensorboard, report)}
+
+
+def run(name: str, text: str, log: str) -> None:
+    """The step `name` of the job that `text` (job_json) describes, logging to `log`."""
+    STEPS[name](Job(text, log))

@@ -5,8 +5,8 @@ a job, which so starts in milliseconds instead of re-importing them (2-4 s of CP
 training).
 
 Snakemake starts it for a run on this machine (workflow/rules/common.smk, `onstart`) and names
-its socket in NNSTUDY_WARM. `python -m nnstudy ARGS` in a job (`client`), or a script step
-(`step`, with Snakemake's `snakemake` object), then hands its command, working directory,
+its socket in NNSTUDY_WARM. `python -m nnstudy ARGS` in a job (`client`: training, analyses
+and the other steps, `nnstudy step RULE`) then hands its command, working directory,
 environment, sys.path and standard streams to it and waits: the child runs the command as the
 job's own process would have, and the job exits as the child did (its exit code, or the same
 signal). SIGINT, SIGTERM and SIGHUP sent to the client are passed on to the
@@ -41,7 +41,7 @@ ENV = "NNSTUDY_WARM"
 # waiting, what the workflow's steps use besides (a job forked before that imports what it lacks).
 PRELOAD = ("torch", "pandas", "pyarrow.parquet", "scipy.linalg.blas", "nnstudy.cli", "nnstudy.study",
            "nnstudy.training.run", "nnstudy.data", "nnstudy.analyses")
-LATER = ("matplotlib.pyplot", "snakemake.script", "nnstudy.plots", "nnstudy.steps",
+LATER = ("matplotlib.pyplot", "nnstudy.plots", "nnstudy.steps",
          "nnstudy.aggregate", "nnstudy.report")
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 HEADER = struct.Struct("!I")   # the request's length, sent with the three standard streams' descriptors
@@ -114,36 +114,17 @@ def identity() -> dict:
 # --- the client: `python -m nnstudy ...` in a job ------------------------------------------------
 
 def client(argv: list[str]) -> int | None:
-    """Run nnstudy's command line `argv` in the warm process; its exit code, or None if there
-    is no warm process to run it."""
-    return _request({"argv": argv})
-
-
-def step(smk, name: str) -> None:
-    """Run the workflow step `name` (nnstudy.steps) of this script job in the warm process, or
-    here if there is none; a failed step exits this process as the child did."""
-    import pickle
-
-    code = _request({"step": name, "snakemake": pickle.dumps(smk).hex()})
-    if code is None:
-        from . import steps
-
-        getattr(steps, name)(smk)
-    elif code:
-        sys.exit(code)
-
-
-def _request(command: dict) -> int | None:
-    """Send `command` with this process's directory, environment, sys.path and standard
-    streams; pass signals on while the child runs; return its exit code or end this process by
-    its signal. None if no warm process (of this Python and nnstudy) takes it."""
+    """Run nnstudy's command line `argv` in the warm process, with this process's directory,
+    environment, sys.path and standard streams; pass signals on while the child runs; return
+    its exit code or end this process by its signal. None if no warm process (of this Python
+    and nnstudy) takes it."""
     path = os.environ.get(ENV)
     if not path or not available():
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
-        request = json.dumps({**command, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
                               **identity()}).encode()
         socket.send_fds(sock, [HEADER.pack(len(request))], [0, 1, 2])
         sock.sendall(request)
@@ -260,7 +241,8 @@ def _handle(conn: socket.socket, me: dict) -> None:
         for fd in fds:
             os.close(fd)
         code, cpu = _watch(conn, child)
-        what = " ".join(["nnstudy", *request["argv"][:1]]) if "argv" in request else f"step {request['step']}"
+        argv = request["argv"]
+        what = f"step {argv[1]}" if argv[:1] == ["step"] and len(argv) > 1 else " ".join(["nnstudy", *argv[:1]])
         print(f"{time.strftime('%H:%M:%S')} {what} (pid {child}): exit {code} after "
               f"{time.monotonic() - started:.1f} s, {cpu:.1f} s of CPU", file=sys.stderr, flush=True)
         conn.sendall(STATUS.pack(code))
@@ -290,7 +272,7 @@ def _watch(conn: socket.socket, child: int) -> tuple[int, float]:
 
 def _child(request: dict, fds: list[int], conn: socket.socket) -> None:
     """The job's process: the client's streams, directory, environment and sys.path, then its
-    command: nnstudy's command line as `python -m nnstudy` would run it, or a workflow step."""
+    command: nnstudy's command line as `python -m nnstudy` would run it."""
     code = 1
     try:
         conn.close()
@@ -304,8 +286,10 @@ def _child(request: dict, fds: list[int], conn: socket.socket) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         sys.path[:] = request["path"]
-        sys.argv = [sys.argv[0], *request.get("argv", [])]
-        code = _run(request)
+        sys.argv = [sys.argv[0], *request["argv"]]
+        from .cli import main
+
+        code = main(request["argv"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         if not isinstance(e.code, int) and e.code is not None:
@@ -323,19 +307,6 @@ def _child(request: dict, fds: list[int], conn: socket.socket) -> None:
             _flush()
         finally:
             os._exit(code)
-
-
-def _run(request: dict) -> int:
-    if "argv" in request:
-        from .cli import main
-
-        return main(request["argv"])
-    import pickle
-
-    from . import steps
-
-    getattr(steps, request["step"])(pickle.loads(bytes.fromhex(request["snakemake"])))
-    return 0
 
 
 def _flush() -> None:

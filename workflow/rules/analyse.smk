@@ -53,5 +53,7 @@ rule analysis_summaries:
     priority: 1
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job("selections"),
+    shell:
+        "python -m nnstudy step analysis_summaries --job {params.job:q} --log {log:q}"

@@ -15,7 +15,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.getenv("PYTHONPATH")]))
 )
 
-from nnstudy import figures, schemas, spec, warm
+from nnstudy import figures, schemas, spec, steps, warm
 from nnstudy.runs import heal, reopen
 from nnstudy.study import Study, compose
 
@@ -43,8 +43,9 @@ reopen(
 )
 validate(
     config, spec.SCHEMA_PATH
-)  # fills the study-level defaults into `config` for the scripts
+)  # fills the study-level defaults into `config` for the steps
 R = STUDY.root
+STUDY_FILE = steps.snapshot(config)  # the config as the steps read it
 SELECTIONS = [STUDY.selection_path(n) for n in config["selections"]]
 OUTCOME_FIGURES = [
     f"{R}/figures/{n}" for n in figures.outcome_figure_names(config["experiments"])
@@ -98,6 +99,18 @@ def analysis_inputs(wildcards):
 def selection_inputs(wildcards):
     """The training jobs of the experiment a selection chooses from."""
     return STUDY.selection_inputs(wildcards.name)
+
+
+def step_job(*inputs):
+    """params.job of a step besides training and analyses (`nnstudy step RULE`, nnstudy.steps):
+    its named `inputs`, outputs and wildcards, and the study snapshot, as JSON. A function of
+    input and output: Snakemake reruns a step for its files, not for this text."""
+
+    def job(wildcards, input, output):
+        named = {name: getattr(input, name) for name in inputs}
+        return steps.job_json(STUDY_FILE, wildcards, named, output)
+
+    return job
 
 
 def _runs(wildcards):

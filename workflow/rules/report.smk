@@ -21,13 +21,15 @@ rule figures:
     priority: 3
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job("curves", "final"),
+    shell:
+        "python -m nnstudy step figures --job {params.job:q} --log {log:q}"
 
 
 rule gradient_figures:
     input:
-        SUMMARY["gradient_flow"],
+        flow=SUMMARY["gradient_flow"],
     output:
         [
             report(f, caption="../report/figure.rst", category="Figures")
@@ -38,8 +40,10 @@ rule gradient_figures:
     priority: 2
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job("flow"),
+    shell:
+        "python -m nnstudy step gradient_figures --job {params.job:q} --log {log:q}"
 
 
 rule report:
@@ -55,7 +59,6 @@ rule report:
     conda:
         "../../environment.yml"
     params:
-        # The runs' manifests (provenance) by name: the step does not plan the study again.
-        manifests=[f"{STUDY.run_dir(k)}/run.json" for k in STUDY.trained],
-    script:
-        "../scripts/step.py"
+        job=step_job("summary", "figures", "analyses"),
+    shell:
+        "python -m nnstudy step report --job {params.job:q} --log {log:q}"

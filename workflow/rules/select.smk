@@ -10,5 +10,7 @@ checkpoint select:
     priority: STUDY.selection_priority()
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job(),
+    shell:
+        "python -m nnstudy step select --job {params.job:q} --log {log:q}"

@@ -16,8 +16,10 @@ rule collect:
     priority: 2
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job("selections"),
+    shell:
+        "python -m nnstudy step collect --job {params.job:q} --log {log:q}"
 
 
 rule summarise:
@@ -32,8 +34,10 @@ rule summarise:
     priority: 2
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job("selections", "runs", "gradients"),
+    shell:
+        "python -m nnstudy step summarise --job {params.job:q} --log {log:q}"
 
 
 rule tensorboard:
@@ -46,5 +50,7 @@ rule tensorboard:
         f"logs/{STUDY.name}/tensorboard.log",
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/step.py"
+    params:
+        job=step_job("runs", "curves"),
+    shell:
+        "python -m nnstudy step tensorboard --job {params.job:q} --log {log:q}"
