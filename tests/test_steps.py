@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from conftest import ROOT
 
 from nnstudy import steps
+from nnstudy.study import Study, compose
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
@@ -46,6 +47,21 @@ def test_a_step_reads_its_files_by_name_and_in_order(tmp_path):
     assert job.input.selections == ["s1.json", "s2.json"] and job.input.runs == "runs"
     assert list(job.input) == ["s1.json", "s2.json", "runs"]
     assert job.output[0] == "out/a.parquet" and dict(job.output.items()) == output.names
+
+
+def test_the_study_planned_ahead_is_the_steps_own(tmp_path):
+    config = compose([], {"budget": "demo"}, ROOT / "config.yaml")
+    path = steps.snapshot(config, tmp_path)
+    text = steps.job_json(path, SimpleNamespace(items=dict().items), {}, Named([], {}))
+    alone = steps.Job(text, "x.log").study  # no plan ahead: the step plans it
+    steps.plan(path)  # what the warm process does while no job waits
+    try:
+        ahead = steps.Job(text, "x.log").study
+        assert ahead is steps.Job(text, "x.log").study  # not planned again
+    finally:
+        steps._PLANNED.clear()
+    assert ahead is not alone and ahead.config == alone.config == Study(config).config
+    assert list(ahead.trained) == list(alone.trained) and ahead.jobs == alone.jobs and len(ahead.trained) == 70
 
 
 def test_a_failing_step_exits_non_zero_with_its_traceback_in_its_log(tmp_path):

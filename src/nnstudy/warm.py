@@ -22,6 +22,7 @@ Linux only (os.pidfd_open); elsewhere, and under a cluster executor, jobs start 
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import select
@@ -56,16 +57,17 @@ def available() -> bool:
 _started: list[subprocess.Popen] = []
 
 
-def start(log: Path) -> str:
+def start(log: Path, study: str | None = None) -> str:
     """Start a warm process for this (Snakemake) process; return its socket's path. It imports
-    in the background: jobs that connect meanwhile wait for it. It ends at `stop`, or at the
-    latest with this process."""
+    in the background: jobs that connect meanwhile wait for it. Then, while no job waits, it
+    plans the study of snapshot `study` (nnstudy.steps.plan), if given. It ends at `stop`, or at
+    the latest with this process."""
     remove_stale()
     folder = tempfile.mkdtemp(prefix="nnstudy-warm-")  # mode 0700: this user's jobs only
     path = os.path.join(folder, "socket")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        _started.append(subprocess.Popen([sys.executable, "-m", "nnstudy.warm", path, str(os.getpid())],
+        _started.append(subprocess.Popen([sys.executable, "-m", "nnstudy.warm", path, str(os.getpid()), *([study] if study else [])],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=out, close_fds=True))
     for _ in range(500):  # the socket exists once the process listens (before its imports)
         if os.path.exists(path):
@@ -169,9 +171,9 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
 
 # --- the warm process --------------------------------------------------------------------------
 
-def serve(path: str, parent: int) -> None:
-    """Listen on `path`, import PRELOAD, then fork a handler per connection (importing LATER
-    while none waits) until `parent` ends."""
+def serve(path: str, parent: int, study: str | None = None) -> None:
+    """Listen on `path`, import PRELOAD, then fork a handler per connection (importing LATER and
+    planning `study` while none waits) until `parent` ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the jobs through their clients
     server = os.getpid()
 
@@ -190,13 +192,16 @@ def serve(path: str, parent: int) -> None:
 
         for name in PRELOAD:
             importlib.import_module(name)
-        me, later = identity(), list(LATER)
+        me = identity()
+        later = [functools.partial(importlib.import_module, name) for name in LATER]
+        if study:
+            later.append(functools.partial(_plan, study))
         listener.settimeout(0.5)
         while os.getppid() == parent:
             if sys.modules["torch"].cuda.is_initialized():  # a fork could not use the GPU: serve no more
                 raise SystemExit("nnstudy.warm: CUDA was initialised while importing; jobs start afresh")
             if later and not select.select([listener], [], [], 0)[0]:
-                importlib.import_module(later.pop(0))
+                later.pop(0)()
                 continue
             try:
                 conn, _ = listener.accept()
@@ -211,6 +216,15 @@ def serve(path: str, parent: int) -> None:
     finally:
         listener.close()
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+
+
+def _plan(study: str) -> None:
+    try:
+        from .steps import plan
+
+        plan(study)
+    except Exception:  # noqa: BLE001 (the steps plan it themselves, and report what fails)
+        traceback.print_exc()
 
 
 def _reap() -> None:
@@ -318,4 +332,4 @@ def _flush() -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), *sys.argv[3:4])

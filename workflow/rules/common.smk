@@ -137,10 +137,13 @@ def train_mem_mb(wildcards, attempt):
 
 
 # Jobs on this machine start from a warm process that has imported torch, pandas and matplotlib
-# once (nnstudy.warm); NNSTUDY_WARM=0 in the environment turns it off.
+# once and planned the study for the steps (nnstudy.warm); NNSTUDY_WARM=0 in the environment
+# turns it off.
 onstart:
     if workflow.local_exec and warm.available() and os.environ.get(warm.ENV) != "0":
-        os.environ[warm.ENV] = warm.start(Path(f"logs/{STUDY.name}/warm.log"))
+        os.environ[warm.ENV] = warm.start(
+            Path(f"logs/{STUDY.name}/warm.log"), STUDY_FILE
+        )
 
 
 def end_timers():
