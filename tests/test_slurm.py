@@ -102,6 +102,9 @@ def test_tiny_study_on_slurm_equals_the_local_run(cluster, tmp_path):
     confusion = [pd.read_parquet(tmp_path / where / "results" / "slurm" / "summary" / "analyses" / "lr" /
                                  "confusion" / "per_class.parquet") for where in ("slurm", "local")]
     pd.testing.assert_frame_equal(*confusion)  # the analyse job ran on the cluster, with the same answer
+    chosen = [json.loads((tmp_path / where / "results" / "slurm" / "selections" / "best_lr.json").read_text())
+              for where in ("slurm", "local")]
+    assert chosen[0] == chosen[1] and chosen[0]["value"] in (0.01, 0.05)  # the select job too
     a = pd.read_parquet(tmp_path / "slurm" / "results" / "slurm" / "runs")
     b = pd.read_parquet(tmp_path / "local" / "results" / "slurm" / "runs")
     pd.testing.assert_frame_equal(without_clock(a), without_clock(b))
