@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from conftest import ROOT
 
 from nnstudy import steps
@@ -21,6 +23,10 @@ def test_the_snapshot_is_named_by_its_content_in_the_configs_order(tmp_path):
     assert list(json.loads(open(path).read())["experiments"]["b"]["grid"]) == ["z", "a"]  # variants' names
     written = os.stat(path).st_mtime_ns
     assert steps.snapshot(dict(config), tmp_path) == path and os.stat(path).st_mtime_ns == written  # once
+    Path(path).write_text(json.dumps({**config, "seeds": 9}))  # damaged: read back, it fails; written again
+    with pytest.raises(ValueError, match="damaged"):
+        steps.read_snapshot(path)
+    assert steps.snapshot(config, tmp_path) == path and steps.read_snapshot(path) == config
     other = steps.snapshot({**config, "study": "t"}, tmp_path)
     assert other != path
     assert {p.name for p in tmp_path.iterdir()} == {os.path.basename(path), os.path.basename(other)}  # no temporary files
@@ -64,7 +70,7 @@ def test_the_study_planned_ahead_is_the_steps_own(tmp_path):
     assert list(ahead.trained) == list(alone.trained) and ahead.jobs == alone.jobs and len(ahead.trained) == 70
 
 
-def test_a_failing_step_exits_non_zero_with_its_traceback_in_its_log(tmp_path):
+def test_a_failing_step_says_why_in_one_line_with_its_traceback_in_its_log(tmp_path):
     study = steps.snapshot({"study": "s", "experiments": {}}, tmp_path)
     out = tmp_path / "figures" / "gradient_flow.png"
     text = steps.job_json(study, SimpleNamespace(items=dict().items), {"flow": str(tmp_path / "missing.parquet")},
@@ -72,6 +78,7 @@ def test_a_failing_step_exits_non_zero_with_its_traceback_in_its_log(tmp_path):
     log = tmp_path / "logs" / "gradient_figures.log"
     step = subprocess.run([sys.executable, "-m", "nnstudy", "step", "gradient_figures", "--job", text, "--log", log],
                           env=ENV, capture_output=True, text=True)
-    assert step.returncode == 1
+    assert step.returncode == 2 and step.stderr.startswith("nnstudy: error:") and len(step.stderr.splitlines()) == 1
+    assert "missing.parquet" in step.stderr
     assert "Traceback" in log.read_text() and "missing.parquet" in log.read_text()
     assert not out.parent.exists() or not any(out.parent.iterdir())

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rule", choices=list(steps.STEPS))
     p.add_argument("--job", required=True, help="the step's files, wildcards and study snapshot, as JSON (nnstudy.steps)")
     p.add_argument("--log", required=True, help="the step's log (its stderr, and a traceback if it fails)")
-    p.set_defaults(func=_step)
+    # A failed step's traceback is in its log (nnstudy.logs.logged); here, one line.
+    p.set_defaults(func=_step, errors=(OSError, ValueError))
 
     args = parser.parse_args(argv)
     from .data import DataError

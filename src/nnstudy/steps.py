@@ -7,6 +7,7 @@ reads, its outputs, its wildcards and the path of the study snapshot (`snapshot`
 as Snakemake validated it."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -16,16 +17,30 @@ from .logs import logged
 
 
 def snapshot(config: dict, folder: Path = Path(".snakemake/nnstudy")) -> str:
-    """The study config as a JSON file named by its content, written once (atomically: jobs of
-    another Snakemake process may be reading it); its path."""
+    """The study config as a JSON file named by its content's SHA-256 (`read_snapshot` checks
+    it), written atomically (jobs of another Snakemake process may be reading it) unless it is
+    there intact; its path."""
     from .schemas import atomic
 
     text = json.dumps(config)  # in its order: the order of grid keys names variants
-    path = Path(folder) / f"study-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-    if not path.exists():
+    path = Path(folder) / f"study-{_digest(text)}.json"
+    if not path.exists() or path.read_text() != text:
         with atomic(path) as tmp:
             tmp.write_text(text)
     return str(path)
+
+
+def read_snapshot(path: str) -> dict:
+    """The config of a `snapshot` file; a ValueError naming it if its content is not the one
+    its name was made from."""
+    text = Path(path).read_text()
+    if Path(path).stem != f"study-{_digest(text)}":
+        raise ValueError(f"{path}: damaged (its content does not match its name); run Snakemake again to rewrite it")
+    return json.loads(text)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def job_json(study: str, wildcards, inputs: dict, output) -> str:
@@ -66,7 +81,7 @@ def plan(study: str) -> None:
     waits): the steps forked after it do not plan it again (0.1 s of CPU each on the demo)."""
     from .study import Study
 
-    _PLANNED[study] = Study(json.loads(Path(study).read_text()))
+    _PLANNED[study] = Study(read_snapshot(study))
 
 
 class Job:
@@ -76,11 +91,11 @@ class Job:
     def __init__(self, text: str, log: str):
         job = json.loads(text)
         self.snapshot = job["study"]
-        self.config = json.loads(Path(self.snapshot).read_text())
+        self.config = read_snapshot(self.snapshot)
         self.wildcards = SimpleNamespace(**job["wildcards"])
         self.input, self.output, self.log = Files(job["input"]), Files(job["output"]), [log]
 
-    @property
+    @functools.cached_property
     def study(self):
         from .study import Study
 
